@@ -1,0 +1,52 @@
+"""Build the C core, netguard._netguard.
+
+Everything else lives in pyproject.toml. The flags are chosen here:
+
+* default:            -O2, warnings are errors
+* NETGUARD_DEBUG=1:   -O0 -g3 and the C core's invariant checks (NG_DEBUG)
+* NETGUARD_SANITIZE=1: AddressSanitizer + UndefinedBehaviorSanitizer (implies debug);
+                      run Python with LD_PRELOAD of libasan (see docs/development.md)
+
+A failed compile fails the install: there is no silent fallback to the reference twin.
+"""
+
+import os
+import sys
+
+from setuptools import Extension, setup
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+compile_args: list[str] = []
+link_args: list[str] = []
+macros: list[tuple[str, str | None]] = []
+
+if sys.platform == "win32":
+    compile_args += ["/W4", "/WX"]
+    libraries = ["ws2_32"]
+else:
+    compile_args += ["-std=c11", "-Wall", "-Wextra", "-Werror"]
+    libraries = []
+    if _flag("NETGUARD_SANITIZE") or _flag("NETGUARD_DEBUG"):
+        compile_args += ["-O0", "-g3", "-UNDEBUG"]
+        macros.append(("NG_DEBUG", "1"))
+    if _flag("NETGUARD_SANITIZE"):
+        san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=all"]
+        compile_args += san
+        link_args += san
+
+setup(
+    ext_modules=[
+        Extension(
+            "netguard._netguard",
+            sources=["src/_netguard.c"],
+            define_macros=macros,
+            extra_compile_args=compile_args,
+            extra_link_args=link_args,
+            libraries=libraries,
+        )
+    ],
+)
