@@ -42,7 +42,8 @@ setup(
     ext_modules=[
         Extension(
             "netguard._netguard",
-            sources=["src/_netguard.c"],
+            sources=["src/_netguard.c", "src/ng_build.c", "src/ng_policy.c"],
+            depends=["src/ng_build.h", "src/ng_policy.h"],
             define_macros=macros,
             extra_compile_args=compile_args,
             extra_link_args=link_args,

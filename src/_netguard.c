@@ -30,25 +30,14 @@
 
 #include <stdbool.h>
 #include <stdint.h>
-#include <stdlib.h>
 #include <string.h>
 
-#ifdef _WIN32
-#include <winsock2.h>
-#include <ws2tcpip.h>
-#else
-#include <arpa/inet.h>
-#include <fnmatch.h>
+#ifndef _WIN32
 #include <netdb.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #endif
 
-#ifdef NG_DEBUG
-#define NG_ASSERT(cond) assert(cond)
-#else
-#define NG_ASSERT(cond) ((void)0)
-#endif
+#include "ng_build.h"
+#include "ng_policy.h"
 
 /* Keep an exception aside while cleaning up. */
 typedef struct {
@@ -81,636 +70,6 @@ err_restore(ng_saved_error *e)
 
 /* ------------------------------------------------------------------------------------ */
 /* 128-bit unsigned keys: one representation for both families in the builder.          */
-
-typedef struct {
-    uint64_t hi;
-    uint64_t lo;
-} u128;
-
-static inline int
-u128_cmp(u128 a, u128 b)
-{
-    if (a.hi != b.hi) {
-        return a.hi < b.hi ? -1 : 1;
-    }
-    if (a.lo != b.lo) {
-        return a.lo < b.lo ? -1 : 1;
-    }
-    return 0;
-}
-
-static inline u128
-u128_inc(u128 a, bool *overflow)
-{
-    u128 r = a;
-    r.lo++;
-    if (r.lo == 0) {
-        r.hi++;
-        if (r.hi == 0) {
-            *overflow = true;
-        }
-    }
-    return r;
-}
-
-static inline u128
-u128_dec(u128 a)
-{
-    u128 r = a;
-    if (r.lo == 0) {
-        r.hi--;
-    }
-    r.lo--;
-    return r;
-}
-
-static inline u128
-u128_from_bytes(const unsigned char b[16])
-{
-    u128 r = {0, 0};
-    for (int i = 0; i < 8; i++) {
-        r.hi = (r.hi << 8) | b[i];
-        r.lo = (r.lo << 8) | b[8 + i];
-    }
-    return r;
-}
-
-/* ------------------------------------------------------------------------------------ */
-/* The blob.                                                                             */
-
-#define NG_MAGIC "NGPOLICY"
-#define NG_BLOB_VERSION 1u
-#define NG_BYTE_ORDER 0x01020304u
-#define NG_NO_PORTS UINT32_MAX
-#define NG_PORTS_ANY 0x80000000u
-
-#define NG_ALLOW_ALL 1u
-#define NG_DNS_LOCALHOST 2u
-#define NG_KNOWN_FLAGS (NG_ALLOW_ALL | NG_DNS_LOCALHOST)
-
-/*
- * Layout, every section 8-byte aligned, all offsets from the start of the blob:
- *
- *   header
- *   v4:    uint32 start[n_v4], uint32 end[n_v4], uint32 ports[n_v4]      (inclusive ends)
- *   v6:    uint64 start[2*n_v6] (hi, lo), uint64 end[2*n_v6], uint32 ports[n_v6]
- *   ports: uint32 words; a port set at word p is words[p] = count | NG_PORTS_ANY?,
- *          followed by count words (lo << 16 | hi), sorted and disjoint
- *   unix:  n_unix x {uint32 offset, uint32 length} into strings (globs, fs-encoded)
- *   hosts: n_hosts x {uint32 offset, uint32 length, uint32 ports, uint32 reserved}
- *   strings
- *
- * Intervals are sorted and disjoint, so a lookup is one binary search for the last
- * start <= address, then one comparison with its end.
- */
-typedef struct {
-    char magic[8];
-    uint32_t version;
-    uint32_t byte_order;
-    uint32_t flags;
-    uint32_t size;
-    uint32_t n_v4, off_v4;
-    uint32_t n_v6, off_v6;
-    uint32_t n_words, off_words;
-    uint32_t n_unix, off_unix;
-    uint32_t n_hosts, off_hosts;
-    uint32_t n_strings, off_strings;
-} ng_header;
-
-typedef struct {
-    uint32_t offset;
-    uint32_t length;
-} ng_string_ref;
-
-typedef struct {
-    uint32_t offset;
-    uint32_t length;
-    uint32_t ports;
-    uint32_t reserved;
-} ng_host_ref;
-
-/* Read-only view of a validated blob. */
-typedef struct {
-    const ng_header *h;
-    const uint32_t *v4_start, *v4_end, *v4_ports;
-    const uint64_t *v6_start, *v6_end;
-    const uint32_t *v6_ports;
-    const uint32_t *words;
-    const ng_string_ref *unix_refs;
-    const ng_host_ref *host_refs;
-    const char *strings;
-} ng_view;
-
-static inline size_t
-align8(size_t n)
-{
-    return (n + 7u) & ~(size_t)7u;
-}
-
-/* ------------------------------------------------------------------------------------ */
-/* Port sets.                                                                            */
-
-static inline bool
-ports_contains(const uint32_t *words, uint32_t p, uint32_t port)
-{
-    uint32_t head = words[p];
-    if (head & NG_PORTS_ANY) {
-        return true;
-    }
-    uint32_t lo = 0, hi = head;
-    const uint32_t *r = words + p + 1;
-    while (lo < hi) {
-        uint32_t mid = lo + (hi - lo) / 2;
-        uint32_t rlo = r[mid] >> 16, rhi = r[mid] & 0xffffu;
-        if (port < rlo) {
-            hi = mid;
-        }
-        else if (port > rhi) {
-            lo = mid + 1;
-        }
-        else {
-            return true;
-        }
-    }
-    return false;
-}
-
-/* ------------------------------------------------------------------------------------ */
-/* Lookups on a view.                                                                    */
-
-static inline uint32_t
-view_lookup_v4(const ng_view *v, uint32_t addr)
-{
-    uint32_t n = v->h->n_v4;
-    uint32_t lo = 0, hi = n;
-    /* find the first start > addr; the candidate is the one before it */
-    while (lo < hi) {
-        uint32_t mid = lo + (hi - lo) / 2;
-        if (v->v4_start[mid] <= addr) {
-            lo = mid + 1;
-        }
-        else {
-            hi = mid;
-        }
-    }
-    if (lo == 0 || v->v4_end[lo - 1] < addr) {
-        return NG_NO_PORTS;
-    }
-    return v->v4_ports[lo - 1];
-}
-
-static inline uint32_t
-view_lookup_v6(const ng_view *v, u128 addr)
-{
-    uint32_t n = v->h->n_v6;
-    uint32_t lo = 0, hi = n;
-    while (lo < hi) {
-        uint32_t mid = lo + (hi - lo) / 2;
-        u128 s = {v->v6_start[2 * mid], v->v6_start[2 * mid + 1]};
-        if (u128_cmp(s, addr) <= 0) {
-            lo = mid + 1;
-        }
-        else {
-            hi = mid;
-        }
-    }
-    if (lo == 0) {
-        return NG_NO_PORTS;
-    }
-    u128 e = {v->v6_end[2 * (lo - 1)], v->v6_end[2 * (lo - 1) + 1]};
-    if (u128_cmp(e, addr) < 0) {
-        return NG_NO_PORTS;
-    }
-    return v->v6_ports[lo - 1];
-}
-
-/* ------------------------------------------------------------------------------------ */
-/* Blob validation: everything from_bytes() accepts is safe to read.                     */
-
-static int
-blob_section(const ng_header *h, uint32_t off, size_t bytes, const char *what)
-{
-    if (off % 8 != 0 || off < sizeof(ng_header) || off > h->size ||
-        bytes > (size_t)h->size - off) {
-        PyErr_Format(PyExc_ValueError, "malformed policy blob: %s section out of bounds",
-                     what);
-        return -1;
-    }
-    return 0;
-}
-
-static int
-blob_check_ports(const ng_header *h, const uint32_t *words, uint32_t p)
-{
-    if (p >= h->n_words) {
-        goto bad;
-    }
-    uint32_t count = words[p] & ~NG_PORTS_ANY;
-    if (count > h->n_words - p - 1) {
-        goto bad;
-    }
-    if ((words[p] & NG_PORTS_ANY) && count != 0) {
-        goto bad;
-    }
-    for (uint32_t i = 0; i < count; i++) {
-        uint32_t w = words[p + 1 + i];
-        if ((w >> 16) > (w & 0xffffu)) {
-            goto bad;
-        }
-        if (i > 0 && (words[p + i] & 0xffffu) >= (w >> 16)) {
-            goto bad;
-        }
-    }
-    return 0;
-bad:
-    PyErr_SetString(PyExc_ValueError, "malformed policy blob: bad port set");
-    return -1;
-}
-
-static int
-blob_view(const char *blob, size_t size, ng_view *v)
-{
-    const ng_header *h = (const ng_header *)blob;
-    if (size < sizeof(ng_header) || memcmp(h->magic, NG_MAGIC, 8) != 0) {
-        PyErr_SetString(PyExc_ValueError, "not a netguard policy blob (bad magic)");
-        return -1;
-    }
-    if (h->byte_order != NG_BYTE_ORDER) {
-        PyErr_SetString(PyExc_ValueError,
-                        "policy blob was written on a machine of another byte order");
-        return -1;
-    }
-    if (h->version != NG_BLOB_VERSION) {
-        PyErr_Format(PyExc_ValueError, "policy blob version %u is not supported (expected %u)",
-                     (unsigned)h->version, (unsigned)NG_BLOB_VERSION);
-        return -1;
-    }
-    if (h->size != size) {
-        PyErr_SetString(PyExc_ValueError, "malformed policy blob: size mismatch");
-        return -1;
-    }
-    if (h->flags & ~NG_KNOWN_FLAGS) {
-        PyErr_SetString(PyExc_ValueError, "malformed policy blob: unknown flags");
-        return -1;
-    }
-    if (blob_section(h, h->off_v4, (size_t)h->n_v4 * 12, "IPv4") < 0 ||
-        blob_section(h, h->off_v6, (size_t)h->n_v6 * 36, "IPv6") < 0 ||
-        blob_section(h, h->off_words, (size_t)h->n_words * 4, "ports") < 0 ||
-        blob_section(h, h->off_unix, (size_t)h->n_unix * sizeof(ng_string_ref), "unix") < 0 ||
-        blob_section(h, h->off_hosts, (size_t)h->n_hosts * sizeof(ng_host_ref), "hosts") < 0 ||
-        blob_section(h, h->off_strings, h->n_strings, "strings") < 0) {
-        return -1;
-    }
-    v->h = h;
-    v->v4_start = (const uint32_t *)(blob + h->off_v4);
-    v->v4_end = v->v4_start + h->n_v4;
-    v->v4_ports = v->v4_end + h->n_v4;
-    v->v6_start = (const uint64_t *)(blob + h->off_v6);
-    v->v6_end = v->v6_start + 2 * (size_t)h->n_v6;
-    v->v6_ports = (const uint32_t *)(v->v6_end + 2 * (size_t)h->n_v6);
-    v->words = (const uint32_t *)(blob + h->off_words);
-    v->unix_refs = (const ng_string_ref *)(blob + h->off_unix);
-    v->host_refs = (const ng_host_ref *)(blob + h->off_hosts);
-    v->strings = blob + h->off_strings;
-
-    for (uint32_t i = 0; i < h->n_v4; i++) {
-        if (v->v4_start[i] > v->v4_end[i] ||
-            (i > 0 && v->v4_end[i - 1] >= v->v4_start[i])) {
-            PyErr_SetString(PyExc_ValueError,
-                            "malformed policy blob: IPv4 intervals not sorted and disjoint");
-            return -1;
-        }
-        if (blob_check_ports(h, v->words, v->v4_ports[i]) < 0) {
-            return -1;
-        }
-    }
-    for (uint32_t i = 0; i < h->n_v6; i++) {
-        u128 s = {v->v6_start[2 * i], v->v6_start[2 * i + 1]};
-        u128 e = {v->v6_end[2 * i], v->v6_end[2 * i + 1]};
-        if (u128_cmp(s, e) > 0) {
-            goto v6_bad;
-        }
-        if (i > 0) {
-            u128 pe = {v->v6_end[2 * i - 2], v->v6_end[2 * i - 1]};
-            if (u128_cmp(pe, s) >= 0) {
-                goto v6_bad;
-            }
-        }
-        if (blob_check_ports(h, v->words, v->v6_ports[i]) < 0) {
-            return -1;
-        }
-    }
-    for (uint32_t i = 0; i < h->n_unix; i++) {
-        const ng_string_ref *r = &v->unix_refs[i];
-        /* each string is NUL-terminated inside the strings section */
-        if (r->offset > h->n_strings || r->length >= h->n_strings - r->offset ||
-            v->strings[r->offset + r->length] != '\0' ||
-            memchr(v->strings + r->offset, '\0', r->length) != NULL) {
-            goto strings_bad;
-        }
-    }
-    for (uint32_t i = 0; i < h->n_hosts; i++) {
-        const ng_host_ref *r = &v->host_refs[i];
-        if (r->offset > h->n_strings || r->length >= h->n_strings - r->offset ||
-            v->strings[r->offset + r->length] != '\0' ||
-            memchr(v->strings + r->offset, '\0', r->length) != NULL) {
-            goto strings_bad;
-        }
-        if (blob_check_ports(h, v->words, r->ports) < 0) {
-            return -1;
-        }
-    }
-    return 0;
-v6_bad:
-    PyErr_SetString(PyExc_ValueError,
-                    "malformed policy blob: IPv6 intervals not sorted and disjoint");
-    return -1;
-strings_bad:
-    PyErr_SetString(PyExc_ValueError, "malformed policy blob: bad string reference");
-    return -1;
-}
-
-/* ------------------------------------------------------------------------------------ */
-/* Builder: port-set interning and the sweep over rule endpoints.                        */
-
-typedef struct {
-    uint32_t *words;
-    size_t n, cap;
-    uint32_t *table; /* open addressing: word index + 1, 0 = empty */
-    size_t table_cap, table_used;
-} ports_pool;
-
-static uint64_t
-ports_hash(const uint32_t *w, uint32_t nwords)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (uint32_t i = 0; i < nwords; i++) {
-        h ^= w[i];
-        h *= 1099511628211ull;
-    }
-    return h;
-}
-
-static int
-ports_pool_grow_table(ports_pool *pool)
-{
-    size_t cap = pool->table_cap ? pool->table_cap * 2 : 64;
-    uint32_t *t = PyMem_Calloc(cap, sizeof(uint32_t));
-    if (t == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    for (size_t i = 0; i < pool->table_cap; i++) {
-        uint32_t e = pool->table[i];
-        if (e == 0) {
-            continue;
-        }
-        uint32_t p = e - 1;
-        uint32_t nw = (pool->words[p] & ~NG_PORTS_ANY) + 1;
-        size_t j = (size_t)ports_hash(pool->words + p, nw) & (cap - 1);
-        while (t[j] != 0) {
-            j = (j + 1) & (cap - 1);
-        }
-        t[j] = e;
-    }
-    PyMem_Free(pool->table);
-    pool->table = t;
-    pool->table_cap = cap;
-    return 0;
-}
-
-/* Intern the port set `w` (head word + ranges); returns its word index or -1. */
-static int64_t
-ports_intern(ports_pool *pool, const uint32_t *w)
-{
-    uint32_t nw = (w[0] & ~NG_PORTS_ANY) + 1;
-    if ((pool->table_used + 1) * 2 > pool->table_cap && ports_pool_grow_table(pool) < 0) {
-        return -1;
-    }
-    size_t j = (size_t)ports_hash(w, nw) & (pool->table_cap - 1);
-    while (pool->table[j] != 0) {
-        uint32_t p = pool->table[j] - 1;
-        if (pool->words[p] == w[0] && memcmp(pool->words + p, w, nw * sizeof(uint32_t)) == 0) {
-            return p;
-        }
-        j = (j + 1) & (pool->table_cap - 1);
-    }
-    if (pool->n + nw > pool->cap) {
-        size_t cap = pool->cap ? pool->cap * 2 : 64;
-        while (cap < pool->n + nw) {
-            cap *= 2;
-        }
-        uint32_t *words = PyMem_Realloc(pool->words, cap * sizeof(uint32_t));
-        if (words == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        pool->words = words;
-        pool->cap = cap;
-    }
-    if (pool->n + nw > UINT32_MAX / 2) {
-        PyErr_SetString(PyExc_OverflowError, "too many port sets");
-        return -1;
-    }
-    uint32_t p = (uint32_t)pool->n;
-    memcpy(pool->words + p, w, nw * sizeof(uint32_t));
-    pool->n += nw;
-    pool->table[j] = p + 1;
-    pool->table_used++;
-    return p;
-}
-
-static void
-ports_pool_free(ports_pool *pool)
-{
-    PyMem_Free(pool->words);
-    PyMem_Free(pool->table);
-}
-
-typedef struct {
-    u128 pos;
-    uint32_t ps; /* input port-set index */
-    int32_t delta;
-} sweep_event;
-
-static int
-event_cmp(const void *a, const void *b)
-{
-    return u128_cmp(((const sweep_event *)a)->pos, ((const sweep_event *)b)->pos);
-}
-
-typedef struct {
-    u128 start, end;
-    uint32_t ports;
-} out_interval;
-
-typedef struct {
-    out_interval *items;
-    size_t n, cap;
-} interval_vec;
-
-static int
-interval_push(interval_vec *v, u128 start, u128 end, uint32_t ports)
-{
-    if (v->n > 0) {
-        out_interval *last = &v->items[v->n - 1];
-        bool ovf = false;
-        u128 next = u128_inc(last->end, &ovf);
-        if (!ovf && last->ports == ports && u128_cmp(next, start) == 0) {
-            last->end = end;
-            return 0;
-        }
-    }
-    if (v->n == v->cap) {
-        size_t cap = v->cap ? v->cap * 2 : 16;
-        out_interval *items = PyMem_Realloc(v->items, cap * sizeof(out_interval));
-        if (items == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        v->items = items;
-        v->cap = cap;
-    }
-    v->items[v->n++] = (out_interval){start, end, ports};
-    return 0;
-}
-
-static int
-range_cmp(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-/*
- * The union of the active input port sets, interned. `in_ports[i]` is the word index of
- * input set i in the pool. Returns a word index, or -1 with an exception set.
- */
-static int64_t
-sweep_union(ports_pool *pool, const uint32_t *in_ports, const uint32_t *active,
-            size_t n_active, size_t n_any, uint32_t **scratch, size_t *scratch_cap)
-{
-    if (n_any > 0) {
-        uint32_t any = NG_PORTS_ANY;
-        return ports_intern(pool, &any);
-    }
-    if (n_active == 1) {
-        return in_ports[active[0]];
-    }
-    size_t total = 0;
-    for (size_t i = 0; i < n_active; i++) {
-        total += pool->words[in_ports[active[i]]] & ~NG_PORTS_ANY;
-    }
-    if (total + 1 > *scratch_cap) {
-        size_t cap = (total + 1) * 2;
-        uint32_t *s = PyMem_Realloc(*scratch, cap * sizeof(uint32_t));
-        if (s == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        *scratch = s;
-        *scratch_cap = cap;
-    }
-    uint32_t *r = *scratch + 1;
-    size_t k = 0;
-    for (size_t i = 0; i < n_active; i++) {
-        uint32_t p = in_ports[active[i]];
-        uint32_t c = pool->words[p] & ~NG_PORTS_ANY;
-        memcpy(r + k, pool->words + p + 1, c * sizeof(uint32_t));
-        k += c;
-    }
-    /* ranges are lo << 16 | hi: sorting the words sorts by lo, then hi */
-    qsort(r, k, sizeof(uint32_t), range_cmp);
-    size_t m = 0;
-    for (size_t i = 0; i < k; i++) {
-        uint32_t lo = r[i] >> 16, hi = r[i] & 0xffffu;
-        if (m > 0 && lo <= (r[m - 1] & 0xffffu) + 1u) {
-            uint32_t plo = r[m - 1] >> 16, phi = r[m - 1] & 0xffffu;
-            r[m - 1] = plo << 16 | (hi > phi ? hi : phi);
-        }
-        else {
-            r[m++] = lo << 16 | hi;
-        }
-    }
-    if (m == 1 && r[0] == 0xffffu) {
-        uint32_t any = NG_PORTS_ANY;
-        return ports_intern(pool, &any);
-    }
-    (*scratch)[0] = (uint32_t)m;
-    return ports_intern(pool, *scratch);
-}
-
-/*
- * Sweep: rules (first, last, input port set) -> sorted disjoint intervals carrying the
- * union of the port sets of every rule covering them. `max` is the family's last address.
- */
-static int
-sweep_build(ports_pool *pool, const uint32_t *in_ports, size_t n_in_ports,
-            sweep_event *ev, size_t n_ev, interval_vec *out)
-{
-    uint32_t *count = NULL, *active = NULL, *slot = NULL, *scratch = NULL;
-    size_t n_active = 0, n_any = 0, scratch_cap = 0;
-    int rc = -1;
-
-    count = PyMem_Calloc(n_in_ports ? n_in_ports : 1, sizeof(uint32_t));
-    active = PyMem_Calloc(n_in_ports ? n_in_ports : 1, sizeof(uint32_t));
-    slot = PyMem_Calloc(n_in_ports ? n_in_ports : 1, sizeof(uint32_t));
-    if (count == NULL || active == NULL || slot == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    qsort(ev, n_ev, sizeof(sweep_event), event_cmp);
-
-    size_t i = 0;
-    while (i < n_ev) {
-        u128 pos = ev[i].pos;
-        for (; i < n_ev && u128_cmp(ev[i].pos, pos) == 0; i++) {
-            uint32_t ps = ev[i].ps;
-            bool any = (pool->words[in_ports[ps]] & NG_PORTS_ANY) != 0;
-            if (ev[i].delta > 0) {
-                if (count[ps]++ == 0) {
-                    slot[ps] = (uint32_t)n_active;
-                    active[n_active++] = ps;
-                    n_any += any;
-                }
-            }
-            else {
-                NG_ASSERT(count[ps] > 0);
-                if (--count[ps] == 0) {
-                    uint32_t s = slot[ps];
-                    active[s] = active[--n_active];
-                    slot[active[s]] = s;
-                    n_any -= any;
-                }
-            }
-        }
-        if (n_active == 0) {
-            continue;
-        }
-        /* the segment runs to the next event, or to the end of the address space:
-           every interval is closed by an end event unless it reaches the last address,
-           in which case its end event was never created (last + 1 overflows) */
-        u128 end;
-        if (i < n_ev) {
-            end = u128_dec(ev[i].pos);
-        }
-        else {
-            end = (u128){UINT64_MAX, UINT64_MAX};
-        }
-        int64_t p = sweep_union(pool, in_ports, active, n_active, n_any, &scratch,
-                                &scratch_cap);
-        if (p < 0 || interval_push(out, pos, end, (uint32_t)p) < 0) {
-            goto done;
-        }
-    }
-    rc = 0;
-done:
-    PyMem_Free(count);
-    PyMem_Free(active);
-    PyMem_Free(slot);
-    PyMem_Free(scratch);
-    return rc;
-}
 
 /* ------------------------------------------------------------------------------------ */
 /* Module state.                                                                         */
@@ -812,351 +171,13 @@ policy_wrap(PyTypeObject *type, char *blob, size_t size)
     }
     self->blob = blob;
     self->size = size;
-    if (blob_view(blob, size, &self->view) < 0) {
+    const char *bad = ng_view_init(blob, size, &self->view);
+    if (bad != NULL) {
+        PyErr_SetString(PyExc_ValueError, bad);
         Py_DECREF(self);
         return NULL;
     }
     return (PyObject *)self;
-}
-
-/* Builder input: the packed rules from netguard._impl. */
-typedef struct {
-    Py_buffer v4, v6;
-    PyObject *portsets, *unix, *hosts; /* borrowed */
-    uint32_t flags;
-} build_input;
-
-static int
-build_portsets(ports_pool *pool, PyObject *seq, uint32_t **in_ports_out, size_t *n_out)
-{
-    PyObject *fast = PySequence_Fast(seq, "portsets must be a sequence");
-    uint32_t *in_ports = NULL, *tmp = NULL;
-    int rc = -1;
-    if (fast == NULL) {
-        return -1;
-    }
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
-    in_ports = PyMem_Calloc(n ? (size_t)n : 1, sizeof(uint32_t));
-    tmp = PyMem_Calloc(65536 + 1, sizeof(uint32_t));
-    if (in_ports == NULL || tmp == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *ps = PySequence_Fast_GET_ITEM(fast, i);
-        if (ps == Py_None) {
-            tmp[0] = NG_PORTS_ANY;
-        }
-        else {
-            PyObject *ranges = PySequence_Fast(ps, "a port set must be None or a sequence");
-            if (ranges == NULL) {
-                goto done;
-            }
-            Py_ssize_t m = PySequence_Fast_GET_SIZE(ranges);
-            if (m > 32768) {
-                Py_DECREF(ranges);
-                PyErr_SetString(PyExc_ValueError, "port set has too many ranges");
-                goto done;
-            }
-            long prev_hi = -2;
-            for (Py_ssize_t j = 0; j < m; j++) {
-                long lo, hi;
-                if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(ranges, j), "ll", &lo, &hi)) {
-                    Py_DECREF(ranges);
-                    goto done;
-                }
-                if (lo < 0 || hi > 65535 || lo > hi || lo <= prev_hi + 1) {
-                    Py_DECREF(ranges);
-                    PyErr_SetString(PyExc_ValueError,
-                                    "port ranges must be sorted, merged and within 0..65535");
-                    goto done;
-                }
-                tmp[1 + j] = (uint32_t)lo << 16 | (uint32_t)hi;
-                prev_hi = hi;
-            }
-            Py_DECREF(ranges);
-            tmp[0] = (uint32_t)m;
-            if (m == 1 && tmp[1] == 0xffffu) {
-                tmp[0] = NG_PORTS_ANY; /* 0-65535 is "any" */
-            }
-        }
-        int64_t p = ports_intern(pool, tmp);
-        if (p < 0) {
-            goto done;
-        }
-        in_ports[i] = (uint32_t)p;
-    }
-    *in_ports_out = in_ports;
-    in_ports = NULL;
-    *n_out = (size_t)n;
-    rc = 0;
-done:
-    Py_DECREF(fast);
-    PyMem_Free(in_ports);
-    PyMem_Free(tmp);
-    return rc;
-}
-
-static int
-build_events(const Py_buffer *buf, int stride, size_t n_in_ports, sweep_event **out,
-             size_t *n_out)
-{
-    if (buf->len % (Py_ssize_t)(stride * sizeof(uint64_t)) != 0) {
-        PyErr_Format(PyExc_ValueError, "rule buffer length must be a multiple of %d uint64",
-                     stride);
-        return -1;
-    }
-    size_t n = (size_t)buf->len / (stride * sizeof(uint64_t));
-    sweep_event *ev = PyMem_Malloc((2 * n + 1) * sizeof(sweep_event));
-    if (ev == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++) {
-        uint64_t w[5];
-        memcpy(w, (const char *)buf->buf + i * stride * sizeof(uint64_t),
-               stride * sizeof(uint64_t));
-        u128 first, last;
-        uint64_t ps;
-        if (stride == 3) {
-            first = (u128){0, w[0]};
-            last = (u128){0, w[1]};
-            ps = w[2];
-            if (w[0] > UINT32_MAX || w[1] > UINT32_MAX) {
-                goto bad;
-            }
-        }
-        else {
-            first = (u128){w[0], w[1]};
-            last = (u128){w[2], w[3]};
-            ps = w[4];
-        }
-        if (u128_cmp(first, last) > 0 || ps >= n_in_ports) {
-            goto bad;
-        }
-        ev[k++] = (sweep_event){first, (uint32_t)ps, +1};
-        bool ovf = false;
-        u128 after = u128_inc(last, &ovf);
-        if (!ovf) {
-            ev[k++] = (sweep_event){after, (uint32_t)ps, -1};
-        }
-    }
-    *out = ev;
-    *n_out = k;
-    return 0;
-bad:
-    PyMem_Free(ev);
-    PyErr_SetString(PyExc_ValueError, "rule with first > last, out of range, or unknown port set");
-    return -1;
-}
-
-typedef struct {
-    char *data;
-    size_t n, cap;
-} byte_vec;
-
-static int
-bytes_append(byte_vec *v, const char *s, size_t n)
-{
-    if (v->n + n > v->cap) {
-        size_t cap = v->cap ? v->cap * 2 : 256;
-        while (cap < v->n + n) {
-            cap *= 2;
-        }
-        char *d = PyMem_Realloc(v->data, cap);
-        if (d == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        v->data = d;
-        v->cap = cap;
-    }
-    memcpy(v->data + v->n, s, n);
-    v->n += n;
-    return 0;
-}
-
-/* Append a NUL-terminated string to the string table; returns its offset or -1. */
-static int64_t
-strings_add(byte_vec *strings, PyObject *str, uint32_t *len_out)
-{
-    PyObject *bytes = PyUnicode_Check(str) ? PyUnicode_EncodeFSDefault(str) : NULL;
-    if (bytes == NULL) {
-        if (!PyErr_Occurred()) {
-            PyErr_SetString(PyExc_TypeError, "expected str");
-        }
-        return -1;
-    }
-    Py_ssize_t n = PyBytes_GET_SIZE(bytes);
-    const char *s = PyBytes_AS_STRING(bytes);
-    if (memchr(s, '\0', (size_t)n) != NULL || n > INT32_MAX) {
-        Py_DECREF(bytes);
-        PyErr_SetString(PyExc_ValueError, "embedded NUL in a pattern");
-        return -1;
-    }
-    int64_t off = (int64_t)strings->n;
-    if (bytes_append(strings, s, (size_t)n + 1) < 0) {
-        Py_DECREF(bytes);
-        return -1;
-    }
-    Py_DECREF(bytes);
-    *len_out = (uint32_t)n;
-    return off;
-}
-
-static PyObject *
-policy_build(PyTypeObject *type, build_input *in)
-{
-    ports_pool pool = {0};
-    sweep_event *ev4 = NULL, *ev6 = NULL;
-    size_t n_ev4 = 0, n_ev6 = 0, n_in_ports = 0;
-    uint32_t *in_ports = NULL;
-    interval_vec iv4 = {0}, iv6 = {0};
-    byte_vec strings = {0};
-    ng_string_ref *unix_refs = NULL;
-    ng_host_ref *host_refs = NULL;
-    PyObject *unix_fast = NULL, *hosts_fast = NULL;
-    char *blob = NULL;
-    PyObject *result = NULL;
-
-    if (build_portsets(&pool, in->portsets, &in_ports, &n_in_ports) < 0 ||
-        build_events(&in->v4, 3, n_in_ports, &ev4, &n_ev4) < 0 ||
-        build_events(&in->v6, 5, n_in_ports, &ev6, &n_ev6) < 0) {
-        goto done;
-    }
-    if (sweep_build(&pool, in_ports, n_in_ports, ev4, n_ev4, &iv4) < 0) {
-        goto done;
-    }
-    PyMem_Free(ev4);
-    ev4 = NULL;
-    if (sweep_build(&pool, in_ports, n_in_ports, ev6, n_ev6, &iv6) < 0) {
-        goto done;
-    }
-    PyMem_Free(ev6);
-    ev6 = NULL;
-
-    unix_fast = PySequence_Fast(in->unix, "unix must be a sequence of str");
-    hosts_fast = PySequence_Fast(in->hosts, "hosts must be a sequence of (str, int)");
-    if (unix_fast == NULL || hosts_fast == NULL) {
-        goto done;
-    }
-    Py_ssize_t n_unix = PySequence_Fast_GET_SIZE(unix_fast);
-    Py_ssize_t n_hosts = PySequence_Fast_GET_SIZE(hosts_fast);
-    unix_refs = PyMem_Calloc(n_unix ? (size_t)n_unix : 1, sizeof(ng_string_ref));
-    host_refs = PyMem_Calloc(n_hosts ? (size_t)n_hosts : 1, sizeof(ng_host_ref));
-    if (unix_refs == NULL || host_refs == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    for (Py_ssize_t i = 0; i < n_unix; i++) {
-        int64_t off = strings_add(&strings, PySequence_Fast_GET_ITEM(unix_fast, i),
-                                  &unix_refs[i].length);
-        if (off < 0) {
-            goto done;
-        }
-        unix_refs[i].offset = (uint32_t)off;
-    }
-    for (Py_ssize_t i = 0; i < n_hosts; i++) {
-        PyObject *pattern;
-        Py_ssize_t ps;
-        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(hosts_fast, i), "Un", &pattern, &ps)) {
-            goto done;
-        }
-        if (ps < 0 || (size_t)ps >= n_in_ports) {
-            PyErr_SetString(PyExc_ValueError, "host rule names an unknown port set");
-            goto done;
-        }
-        int64_t off = strings_add(&strings, pattern, &host_refs[i].length);
-        if (off < 0) {
-            goto done;
-        }
-        host_refs[i].offset = (uint32_t)off;
-        host_refs[i].ports = in_ports[ps];
-    }
-
-    /* lay out the blob */
-    size_t off_v4 = align8(sizeof(ng_header));
-    size_t off_v6 = align8(off_v4 + iv4.n * 12);
-    size_t off_words = align8(off_v6 + iv6.n * 36);
-    size_t off_unix = align8(off_words + pool.n * 4);
-    size_t off_hosts = align8(off_unix + (size_t)n_unix * sizeof(ng_string_ref));
-    size_t off_strings = align8(off_hosts + (size_t)n_hosts * sizeof(ng_host_ref));
-    size_t size = align8(off_strings + strings.n);
-    if (size > UINT32_MAX) {
-        PyErr_SetString(PyExc_OverflowError, "policy too large (over 4 GiB)");
-        goto done;
-    }
-    blob = PyMem_Calloc(size, 1);
-    if (blob == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    ng_header *h = (ng_header *)blob;
-    memcpy(h->magic, NG_MAGIC, 8);
-    h->version = NG_BLOB_VERSION;
-    h->byte_order = NG_BYTE_ORDER;
-    h->flags = in->flags;
-    h->size = (uint32_t)size;
-    h->n_v4 = (uint32_t)iv4.n;
-    h->off_v4 = (uint32_t)off_v4;
-    h->n_v6 = (uint32_t)iv6.n;
-    h->off_v6 = (uint32_t)off_v6;
-    h->n_words = (uint32_t)pool.n;
-    h->off_words = (uint32_t)off_words;
-    h->n_unix = (uint32_t)n_unix;
-    h->off_unix = (uint32_t)off_unix;
-    h->n_hosts = (uint32_t)n_hosts;
-    h->off_hosts = (uint32_t)off_hosts;
-    h->n_strings = (uint32_t)strings.n;
-    h->off_strings = (uint32_t)off_strings;
-
-    uint32_t *s4 = (uint32_t *)(blob + off_v4), *e4 = s4 + iv4.n, *p4 = e4 + iv4.n;
-    for (size_t i = 0; i < iv4.n; i++) {
-        s4[i] = (uint32_t)iv4.items[i].start.lo;
-        e4[i] = (uint32_t)iv4.items[i].end.lo;
-        p4[i] = iv4.items[i].ports;
-    }
-    uint64_t *s6 = (uint64_t *)(blob + off_v6), *e6 = s6 + 2 * iv6.n;
-    uint32_t *p6 = (uint32_t *)(e6 + 2 * iv6.n);
-    for (size_t i = 0; i < iv6.n; i++) {
-        s6[2 * i] = iv6.items[i].start.hi;
-        s6[2 * i + 1] = iv6.items[i].start.lo;
-        e6[2 * i] = iv6.items[i].end.hi;
-        e6[2 * i + 1] = iv6.items[i].end.lo;
-        p6[i] = iv6.items[i].ports;
-    }
-    if (pool.n) {
-        memcpy(blob + off_words, pool.words, pool.n * 4);
-    }
-    if (n_unix) {
-        memcpy(blob + off_unix, unix_refs, (size_t)n_unix * sizeof(ng_string_ref));
-    }
-    if (n_hosts) {
-        memcpy(blob + off_hosts, host_refs, (size_t)n_hosts * sizeof(ng_host_ref));
-    }
-    if (strings.n) {
-        memcpy(blob + off_strings, strings.data, strings.n);
-    }
-    /* policy_wrap validates the blob: the builder's output passes the same checks as
-       from_bytes() input, which is the invariant check of debug builds and costs one
-       linear pass otherwise */
-    result = policy_wrap(type, blob, size);
-    blob = NULL;
-done:
-    ports_pool_free(&pool);
-    PyMem_Free(ev4);
-    PyMem_Free(ev6);
-    PyMem_Free(in_ports);
-    PyMem_Free(iv4.items);
-    PyMem_Free(iv6.items);
-    PyMem_Free(strings.data);
-    PyMem_Free(unix_refs);
-    PyMem_Free(host_refs);
-    Py_XDECREF(unix_fast);
-    Py_XDECREF(hosts_fast);
-    PyMem_Free(blob);
-    return result;
 }
 
 static PyObject *
@@ -1175,191 +196,16 @@ Policy_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         goto done;
     }
     in.flags = (uint32_t)flags;
-    result = policy_build(type, &in);
+    char *blob;
+    size_t size;
+    if (policy_build(&in, &blob, &size) == 0) {
+        /* the builder's output passes the same checks as from_bytes() input */
+        result = policy_wrap(type, blob, size);
+    }
 done:
     PyBuffer_Release(&in.v4);
     PyBuffer_Release(&in.v6);
     return result;
-}
-
-/* ------------------------------------------------------------------------------------ */
-/* Addresses: parsing as the kernel and CPython do, and normalisation.                  */
-
-typedef struct {
-    int family;              /* AF_INET or AF_INET6 (as parsed) */
-    unsigned char bytes[16]; /* network order; 4 bytes for AF_INET */
-} ng_addr;
-
-/* glibc's numbers-and-dots: a, a.b, a.b.c, a.b.c.d; each part decimal, 0-octal or
-   0x-hex; the last part fills the remaining bytes. No trailing characters. */
-static bool
-parse_inet_aton(const char *s, size_t n, unsigned char out[4])
-{
-    uint64_t parts[4];
-    int np = 0;
-    size_t i = 0;
-    if (n == 0) {
-        return false;
-    }
-    for (;;) {
-        if (i >= n || np == 4) {
-            return false;
-        }
-        uint64_t v = 0;
-        int base = 10;
-        size_t digits = 0;
-        if (s[i] == '0') {
-            base = 8;
-            i++;
-            digits = 1;
-            if (i < n && (s[i] == 'x' || s[i] == 'X')) {
-                base = 16;
-                i++;
-                digits = 0;
-            }
-        }
-        for (; i < n && s[i] != '.'; i++) {
-            int d;
-            char c = s[i];
-            if (c >= '0' && c <= '9') {
-                d = c - '0';
-            }
-            else if (base == 16 && c >= 'a' && c <= 'f') {
-                d = c - 'a' + 10;
-            }
-            else if (base == 16 && c >= 'A' && c <= 'F') {
-                d = c - 'A' + 10;
-            }
-            else {
-                return false;
-            }
-            if (d >= base) {
-                return false;
-            }
-            v = v * (uint64_t)base + (uint64_t)d;
-            if (v > UINT32_MAX) {
-                return false;
-            }
-            digits++;
-        }
-        if (digits == 0) {
-            return false;
-        }
-        parts[np++] = v;
-        if (i == n) {
-            break;
-        }
-        i++; /* '.' */
-    }
-    uint64_t addr;
-    switch (np) {
-    case 1:
-        addr = parts[0];
-        break;
-    case 2:
-        if (parts[0] > 0xff || parts[1] > 0xffffff) {
-            return false;
-        }
-        addr = parts[0] << 24 | parts[1];
-        break;
-    case 3:
-        if (parts[0] > 0xff || parts[1] > 0xff || parts[2] > 0xffff) {
-            return false;
-        }
-        addr = parts[0] << 24 | parts[1] << 16 | parts[2];
-        break;
-    default:
-        if (parts[0] > 0xff || parts[1] > 0xff || parts[2] > 0xff || parts[3] > 0xff) {
-            return false;
-        }
-        addr = parts[0] << 24 | parts[1] << 16 | parts[2] << 8 | parts[3];
-        break;
-    }
-    out[0] = (unsigned char)(addr >> 24);
-    out[1] = (unsigned char)(addr >> 16);
-    out[2] = (unsigned char)(addr >> 8);
-    out[3] = (unsigned char)addr;
-    return true;
-}
-
-/*
- * Parse a numeric host for a socket of `family` (AF_INET, AF_INET6, or AF_UNSPEC for
- * "either"). Returns true with `a` filled when the host is an address CPython would not
- * resolve by name; false when it is a name (or invalid for the family).
- * `s` need not be NUL-terminated.
- */
-static bool
-parse_numeric(const char *s, size_t n, int family, ng_addr *a)
-{
-    char buf[INET6_ADDRSTRLEN + 64];
-    if (n == 0 || n >= sizeof(buf)) {
-        return false;
-    }
-    memcpy(buf, s, n);
-    buf[n] = '\0';
-    if (family != AF_INET6) {
-        if (inet_pton(AF_INET, buf, a->bytes) == 1 || parse_inet_aton(buf, n, a->bytes)) {
-            a->family = AF_INET;
-            return true;
-        }
-    }
-    if (family != AF_INET) {
-        char *pct = memchr(buf, '%', n);
-        if (pct != NULL) {
-            *pct = '\0';
-        }
-        if (inet_pton(AF_INET6, buf, a->bytes) == 1) {
-            a->family = AF_INET6;
-            return true;
-        }
-    }
-    return false;
-}
-
-static const unsigned char v4mapped_prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-
-/* Judge against the tables: v4-mapped as IPv4, the unspecified address as loopback.
-   Returns the port word index or NG_NO_PORTS. */
-static uint32_t
-view_lookup_addr(const ng_view *v, const ng_addr *a)
-{
-    const unsigned char *b = a->bytes;
-    uint32_t v4;
-    if (a->family == AF_INET6) {
-        if (memcmp(b, v4mapped_prefix, 12) == 0) {
-            b += 12;
-            goto ipv4;
-        }
-        u128 x = u128_from_bytes(b);
-        if (x.hi == 0 && x.lo == 0) {
-            x.lo = 1; /* :: means this host */
-        }
-        return view_lookup_v6(v, x);
-    }
-ipv4:
-    v4 = (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
-    if (v4 == 0) {
-        v4 = 0x7f000001u; /* 0.0.0.0 means this host */
-    }
-    return view_lookup_v4(v, v4);
-}
-
-static bool
-addr_is_loopback(const ng_addr *a)
-{
-    const unsigned char *b = a->bytes;
-    if (a->family == AF_INET6) {
-        static const unsigned char one[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
-        static const unsigned char zero[16] = {0};
-        if (memcmp(b, one, 16) == 0 || memcmp(b, zero, 16) == 0) {
-            return true;
-        }
-        if (memcmp(b, v4mapped_prefix, 12) != 0) {
-            return false;
-        }
-        b += 12;
-    }
-    return b[0] == 127 || (b[0] == 0 && b[1] == 0 && b[2] == 0 && b[3] == 0);
 }
 
 static bool
@@ -1371,90 +217,12 @@ policy_allows_addr(PolicyObject *p, const ng_addr *a, long port)
     if (p->view.h->flags & NG_ALLOW_ALL) {
         return true;
     }
-    uint32_t w = view_lookup_addr(&p->view, a);
+    uint32_t w = iv_lookup_addr(&p->view, a);
     if (w != NG_NO_PORTS && ports_contains(p->view.words, w, (uint32_t)port)) {
         return true;
     }
     return p->learned != NULL && policy_learned_allows(p, a, port);
 }
-
-/* Host names ----------------------------------------------------------------------- */
-
-/* Lower-case, strip one trailing dot. Returns the length written to out (<= 255) or -1
-   when the name is too long to be one. */
-static Py_ssize_t
-normalize_name(const char *s, size_t n, char out[256])
-{
-    if (n > 0 && s[n - 1] == '.') {
-        n--;
-    }
-    if (n > 255) {
-        return -1;
-    }
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        out[i] = (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
-    }
-    out[n] = '\0';
-    return (Py_ssize_t)n;
-}
-
-static bool
-host_pattern_matches(const char *pat, size_t plen, const char *name, size_t n)
-{
-    if (plen >= 2 && pat[0] == '*' && pat[1] == '.') {
-        /* *.example.com: any name ending in .example.com, not example.com itself */
-        size_t slen = plen - 1; /* ".example.com" */
-        return n > slen && memcmp(name + n - slen, pat + 1, slen) == 0;
-    }
-    return plen == n && memcmp(pat, name, n) == 0;
-}
-
-/* DNS policy for a normalised name. With port >= 0, *port_ok tells whether some matching
-   host rule covers it. Returns whether the lookup is allowed. */
-static bool
-policy_allows_name(const ng_view *v, const char *name, size_t n, long port, bool *by_rule,
-                   bool *port_ok)
-{
-    *by_rule = false;
-    *port_ok = false;
-    if (v->h->flags & NG_ALLOW_ALL) {
-        *port_ok = true;
-        return true;
-    }
-    bool allowed = false;
-    if ((v->h->flags & NG_DNS_LOCALHOST) && n == 9 && memcmp(name, "localhost", 9) == 0) {
-        allowed = true;
-    }
-    for (uint32_t i = 0; i < v->h->n_hosts; i++) {
-        const ng_host_ref *r = &v->host_refs[i];
-        if (host_pattern_matches(v->strings + r->offset, r->length, name, n)) {
-            allowed = true;
-            *by_rule = true;
-            if (port >= 0 && ports_contains(v->words, r->ports, (uint32_t)port)) {
-                *port_ok = true;
-            }
-        }
-    }
-    return allowed;
-}
-
-#ifdef AF_UNIX
-static bool
-policy_allows_unix(const ng_view *v, const char *path)
-{
-    if (v->h->flags & NG_ALLOW_ALL) {
-        return true;
-    }
-    for (uint32_t i = 0; i < v->h->n_unix; i++) {
-        /* FNM_NOESCAPE and no FNM_PATHNAME: the semantics of Python's fnmatch */
-        if (fnmatch(v->strings + v->unix_refs[i].offset, path, FNM_NOESCAPE) == 0) {
-            return true;
-        }
-    }
-    return false;
-}
-#endif
 
 /* Learned addresses ---------------------------------------------------------------- */
 
@@ -1463,7 +231,7 @@ learned_key(const ng_addr *a)
 {
     unsigned char key[17] = {0};
     const unsigned char *b = a->bytes;
-    if (a->family == AF_INET6 && memcmp(b, v4mapped_prefix, 12) == 0) {
+    if (a->family == AF_INET6 && memcmp(b, ng_v4mapped_prefix, 12) == 0) {
         key[0] = 4;
         memcpy(key + 1, b + 12, 4);
     }
@@ -1512,7 +280,7 @@ policy_learn(PolicyObject *p, const char *name, size_t n, PyObject *addrs_hosts)
     }
     for (uint32_t i = 0; i < p->view.h->n_hosts; i++) {
         const ng_host_ref *r = &p->view.host_refs[i];
-        if (host_pattern_matches(p->view.strings + r->offset, r->length, name, n)) {
+        if (ng_host_pattern_matches(p->view.strings + r->offset, r->length, name, n)) {
             PyObject *w = PyLong_FromUnsignedLong(r->ports);
             if (w == NULL || PyList_Append(list, w) < 0) {
                 Py_XDECREF(w);
@@ -1536,7 +304,7 @@ policy_learn(PolicyObject *p, const char *name, size_t n, PyObject *addrs_hosts)
         if (s == NULL) {
             goto done;
         }
-        if (!parse_numeric(s, (size_t)len, AF_UNSPEC, &a)) {
+        if (!ng_parse_numeric(s, (size_t)len, AF_UNSPEC, &a)) {
             continue;
         }
         PyObject *key = learned_key(&a);
@@ -1632,7 +400,7 @@ Policy_allows(PolicyObject *self, PyObject *const *args, Py_ssize_t nargs)
             PyErr_SetString(PyExc_ValueError, "a unix: destination takes no port");
             return NULL;
         }
-#ifdef AF_UNIX
+#ifdef NG_HAVE_UNIX
         PyObject *path = PyUnicode_Substring(args[0], 5, PY_SSIZE_T_MAX);
         if (path == NULL) {
             return NULL;
@@ -1647,7 +415,7 @@ Policy_allows(PolicyObject *self, PyObject *const *args, Py_ssize_t nargs)
             PyErr_SetString(PyExc_ValueError, "embedded NUL in a unix path");
             return NULL;
         }
-        result = PyBool_FromLong(policy_allows_unix(v, PyBytes_AS_STRING(bytes)));
+        result = PyBool_FromLong(ng_view_allows_unix(v, PyBytes_AS_STRING(bytes)));
         Py_DECREF(bytes);
         return result;
 #else
@@ -1661,7 +429,7 @@ Policy_allows(PolicyObject *self, PyObject *const *args, Py_ssize_t nargs)
         hn -= 2;
     }
     ng_addr a;
-    if (parse_numeric(h, hn, AF_UNSPEC, &a)) {
+    if (ng_parse_numeric(h, hn, AF_UNSPEC, &a)) {
         if (port < 0) {
             PyErr_SetString(PyExc_ValueError, "a port is required for an IP address");
             return NULL;
@@ -1669,7 +437,7 @@ Policy_allows(PolicyObject *self, PyObject *const *args, Py_ssize_t nargs)
         if (v->h->flags & NG_ALLOW_ALL) {
             Py_RETURN_TRUE;
         }
-        uint32_t w = view_lookup_addr(v, &a);
+        uint32_t w = iv_lookup_addr(v, &a);
         return PyBool_FromLong(w != NG_NO_PORTS && ports_contains(v->words, w, (uint32_t)port));
     }
     bytes = host_as_bytes(args[0]);
@@ -1677,14 +445,14 @@ Policy_allows(PolicyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     char name[256];
-    Py_ssize_t nn = normalize_name(PyBytes_AS_STRING(bytes), (size_t)PyBytes_GET_SIZE(bytes),
+    Py_ssize_t nn = (Py_ssize_t)ng_normalize_name(PyBytes_AS_STRING(bytes), (size_t)PyBytes_GET_SIZE(bytes),
                                    name);
     Py_DECREF(bytes);
     if (nn < 0) {
         Py_RETURN_FALSE;
     }
     bool by_rule, port_ok;
-    bool ok = policy_allows_name(v, name, (size_t)nn, port, &by_rule, &port_ok);
+    bool ok = ng_view_allows_name(v, name, (size_t)nn, port, &by_rule, &port_ok);
     return PyBool_FromLong(port < 0 ? ok : port_ok);
 }
 
@@ -1715,7 +483,7 @@ Policy_count_allowed(PolicyObject *self, PyObject *args)
         for (size_t i = 0; i < n; i++) {
             uint32_t x;
             memcpy(&x, (const char *)buf.buf + 4 * i, 4);
-            uint32_t w = view_lookup_v4(v, x);
+            uint32_t w = iv_lookup_v4(v, x);
             count += w != NG_NO_PORTS && ports_contains(v->words, w, (uint32_t)port);
         }
     }
@@ -1725,7 +493,7 @@ Policy_count_allowed(PolicyObject *self, PyObject *args)
             u128 x;
             memcpy(&x.hi, (const char *)buf.buf + 16 * i, 8);
             memcpy(&x.lo, (const char *)buf.buf + 16 * i + 8, 8);
-            uint32_t w = view_lookup_v6(v, x);
+            uint32_t w = iv_lookup_v6(v, x);
             count += w != NG_NO_PORTS && ports_contains(v->words, w, (uint32_t)port);
         }
     }
@@ -1842,6 +610,29 @@ static inline int
 sock_int(PyObject *sock, Py_ssize_t off)
 {
     return *(const int *)((const char *)sock + off);
+}
+
+/*
+ * While a hook calls an original function, the audit event that function raises has
+ * already been judged. The marker names the thread; it is cleared only by the thread that
+ * set it, because another thread may have set its own while this one had released the
+ * GIL inside the original. CPython raises the event before it blocks, so a marker that
+ * was overwritten only costs a second, identical judgement.
+ */
+static inline PyThreadState *
+marker_set(ng_state *st)
+{
+    PyThreadState *me = PyThreadState_Get();
+    st->in_hook = me;
+    return me;
+}
+
+static inline void
+marker_clear(ng_state *st, PyThreadState *me)
+{
+    if (st->in_hook == me) {
+        st->in_hook = NULL;
+    }
 }
 
 /* Call the deny callback: 0 = proceed, -1 = exception set. */
@@ -1986,7 +777,7 @@ judge_address(ng_state *st, PolicyObject *pol, int op, PyObject *sock, PyObject 
             numeric = true;
         }
         else {
-            numeric = parse_numeric(s, (size_t)n, family, &a);
+            numeric = ng_parse_numeric(s, (size_t)n, family, &a);
         }
         if (numeric) {
             Py_XDECREF(hb);
@@ -1998,12 +789,12 @@ judge_address(ng_state *st, PolicyObject *pol, int op, PyObject *sock, PyObject 
 
         /* a host name: the DNS policy first */
         char name[256];
-        Py_ssize_t nn = normalize_name(s, (size_t)n, name);
+        Py_ssize_t nn = (Py_ssize_t)ng_normalize_name(s, (size_t)n, name);
         PyObject *name_obj = hb ? hb : Py_NewRef(host); /* owns hb */
         bool by_rule = false, port_ok = false;
         int rc = -1;
         PyObject *infos = NULL, *newaddr = NULL;
-        if (nn < 0 || !policy_allows_name(&pol->view, name, (size_t)nn, port, &by_rule,
+        if (nn < 0 || !ng_view_allows_name(&pol->view, name, (size_t)nn, port, &by_rule,
                                           &port_ok)) {
             if (deny_name(st, op, nn < 0 ? s : name, nn < 0 ? n : nn, port) < 0) {
                 goto name_done;
@@ -2014,12 +805,10 @@ judge_address(ng_state *st, PolicyObject *pol, int op, PyObject *sock, PyObject 
             goto name_done;
         }
         /* resolve once, under our control, and hand the original a numeric address */
-        PyThreadState *prev = st->in_hook;
-        st->in_hook = PyThreadState_Get();
-        infos = PyObject_CallFunction(st->orig_getaddrinfo, "OOii", name_obj,
-                                      PyTuple_GET_ITEM(addr, 1), family,
+        PyThreadState *me = marker_set(st);
+        infos = PyObject_CallFunction(st->orig_getaddrinfo, "Olii", name_obj, port, family,
                                       sock_int(sock, st->off_type));
-        st->in_hook = prev;
+        marker_clear(st, me);
         if (infos == NULL) {
             goto name_done;
         }
@@ -2037,7 +826,7 @@ judge_address(ng_state *st, PolicyObject *pol, int op, PyObject *sock, PyObject 
         PyObject *ip = PyTuple_GET_ITEM(sa, 0);
         Py_ssize_t iplen;
         const char *ips = PyUnicode_Check(ip) ? PyUnicode_AsUTF8AndSize(ip, &iplen) : NULL;
-        if (ips == NULL || !parse_numeric(ips, (size_t)iplen, family, &a)) {
+        if (ips == NULL || !ng_parse_numeric(ips, (size_t)iplen, family, &a)) {
             if (!PyErr_Occurred()) {
                 PyErr_SetString(PyExc_OSError, "unexpected getaddrinfo result");
             }
@@ -2077,7 +866,7 @@ judge_address(ng_state *st, PolicyObject *pol, int op, PyObject *sock, PyObject 
         Py_XDECREF(newaddr);
         return rc;
     }
-#ifdef AF_UNIX
+#ifdef NG_HAVE_UNIX
     if (family == AF_UNIX) {
         Py_buffer view;
         PyObject *enc = NULL, *path = NULL;
@@ -2114,7 +903,7 @@ judge_address(ng_state *st, PolicyObject *pol, int op, PyObject *sock, PyObject 
             buf[n] = '\0';
         }
         /* a path with a NUL inside is judged up to it: the kernel stops there too */
-        ok = policy_allows_unix(&pol->view, buf);
+        ok = ng_view_allows_unix(&pol->view, buf);
         if (ok) {
             rc = 0;
         }
@@ -2153,10 +942,9 @@ active_policy(ng_state *st)
 static PyObject *
 call_original_o(ng_state *st, PyCFunction orig, PyObject *self, PyObject *arg)
 {
-    PyThreadState *prev = st->in_hook;
-    st->in_hook = PyThreadState_Get();
+    PyThreadState *me = marker_set(st);
     PyObject *r = orig(self, arg);
-    st->in_hook = prev;
+    marker_clear(st, me);
     return r;
 }
 
@@ -2284,11 +1072,11 @@ lookup_name(PyObject *host, char name[256], Py_ssize_t *nn, ng_addr *numeric)
     if (n == 0 || memchr(s, '\0', n) != NULL) {
         rc = 0;
     }
-    else if (parse_numeric(s, n, AF_UNSPEC, numeric)) {
+    else if (ng_parse_numeric(s, n, AF_UNSPEC, numeric)) {
         rc = 2; /* numeric */
     }
     else {
-        *nn = normalize_name(s, n, name);
+        *nn = (Py_ssize_t)ng_normalize_name(s, n, name);
         if (*nn < 0) {
             *nn = (Py_ssize_t)(n > 255 ? 255 : n);
             memcpy(name, s, (size_t)*nn);
@@ -2390,7 +1178,7 @@ judge_lookup(ng_state *st, PolicyObject *pol, int op, PyObject *host, PyObject *
 #else
         (void)ni_flags;
 #endif
-        if (!reverse || addr_is_loopback(&a)) {
+        if (!reverse || ng_addr_is_loopback(&a)) {
             return 0;
         }
         char text[INET6_ADDRSTRLEN];
@@ -2400,7 +1188,7 @@ judge_lookup(ng_state *st, PolicyObject *pol, int op, PyObject *host, PyObject *
         return deny_name(st, op, text, (Py_ssize_t)strlen(text), -1);
     }
     bool by_rule, port_ok;
-    if (policy_allows_name(&pol->view, name, (size_t)*nn, port, &by_rule, &port_ok)) {
+    if (ng_view_allows_name(&pol->view, name, (size_t)*nn, port, &by_rule, &port_ok)) {
         *learn = by_rule && !reverse;
         return 0;
     }
@@ -2452,10 +1240,9 @@ hook_dns(int op, PyObject *args, PyObject *kwargs)
     if (judge_lookup(st, pol, op, host, port, ni_flags, &learn, name, &nn) < 0) {
         goto done;
     }
-    PyThreadState *prev = st->in_hook;
-    st->in_hook = PyThreadState_Get();
+    PyThreadState *me = marker_set(st);
     result = PyObject_Call(orig, args, kwargs);
-    st->in_hook = prev;
+    marker_clear(st, me);
     if (result != NULL && learn) {
         hosts = result_hosts(op, result);
         if (hosts == NULL || policy_learn(pol, name, (size_t)nn, hosts) < 0) {
@@ -2616,6 +1403,9 @@ do_uninstall(ng_state *st)
         return;
     }
     for (int i = 0; i < 4; i++) {
+        if (i == 3 && st->orig_sendmsg == NULL) {
+            continue;
+        }
         restore_attr(st->socket_class, method_names[i], &st->saved_methods[i]);
     }
     PyObject *mods[2] = {st->socket_mod, st->c_socket_mod};
@@ -2673,6 +1463,9 @@ ng_install(PyObject *module, PyObject *callback)
     /* record what was there, then patch; on failure, roll back what was patched */
     st->installed = true;
     for (int i = 0; i < 4; i++) {
+        if (i == 3 && st->orig_sendmsg == NULL) {
+            continue; /* no sendmsg on this platform */
+        }
         st->saved_methods[i] = dict_get_ref(st->socket_class, method_names[i]);
         if (PyErr_Occurred()) {
             goto error;

@@ -1,0 +1,363 @@
+/*
+ * Compiled policies: blob validation, address parsing and name matching (see
+ * ng_policy.h). Python-free.
+ */
+#include "ng_policy.h"
+
+#ifndef _WIN32
+#include <fnmatch.h>
+#endif
+
+const unsigned char ng_v4mapped_prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+/* ------------------------------------------------------------------------------------ */
+/* Blob validation: everything from_bytes() accepts is safe to read.                     */
+
+static bool
+blob_section_ok(const ng_header *h, uint32_t off, size_t bytes)
+{
+    return off % 8 == 0 && off >= sizeof(ng_header) && off <= h->size &&
+           bytes <= (size_t)h->size - off;
+}
+
+static bool
+blob_ports_ok(const ng_header *h, const uint32_t *words, uint32_t p)
+{
+    if (p >= h->n_words) {
+        goto bad;
+    }
+    uint32_t count = words[p] & ~NG_PORTS_ANY;
+    if (count > h->n_words - p - 1) {
+        goto bad;
+    }
+    if ((words[p] & NG_PORTS_ANY) && count != 0) {
+        goto bad;
+    }
+    for (uint32_t i = 0; i < count; i++) {
+        uint32_t w = words[p + 1 + i];
+        if ((w >> 16) > (w & 0xffffu)) {
+            goto bad;
+        }
+        if (i > 0 && (words[p + i] & 0xffffu) >= (w >> 16)) {
+            goto bad;
+        }
+    }
+    return true;
+bad:
+    return false;
+}
+
+const char *
+ng_view_init(const char *blob, size_t size, ng_view *v)
+{
+    const ng_header *h = (const ng_header *)blob;
+    if (size < sizeof(ng_header) || memcmp(h->magic, NG_MAGIC, 8) != 0) {
+        return "not a netguard policy blob (bad magic)";
+    }
+    if (h->byte_order != NG_BYTE_ORDER) {
+        return "policy blob was written on a machine of another byte order";
+    }
+    if (h->version != NG_BLOB_VERSION) {
+        return "policy blob version is not supported";
+    }
+    if (h->size != size) {
+        return "malformed policy blob: size mismatch";
+    }
+    if (h->flags & ~NG_KNOWN_FLAGS) {
+        return "malformed policy blob: unknown flags";
+    }
+    if (!blob_section_ok(h, h->off_v4, (size_t)h->n_v4 * 12) ||
+        !blob_section_ok(h, h->off_v6, (size_t)h->n_v6 * 36) ||
+        !blob_section_ok(h, h->off_words, (size_t)h->n_words * 4) ||
+        !blob_section_ok(h, h->off_unix, (size_t)h->n_unix * sizeof(ng_string_ref)) ||
+        !blob_section_ok(h, h->off_hosts, (size_t)h->n_hosts * sizeof(ng_host_ref)) ||
+        !blob_section_ok(h, h->off_strings, h->n_strings)) {
+        return "malformed policy blob: a section is out of bounds";
+    }
+    v->h = h;
+    v->v4_start = (const uint32_t *)(blob + h->off_v4);
+    v->v4_end = v->v4_start + h->n_v4;
+    v->v4_ports = v->v4_end + h->n_v4;
+    v->v6_start = (const uint64_t *)(blob + h->off_v6);
+    v->v6_end = v->v6_start + 2 * (size_t)h->n_v6;
+    v->v6_ports = (const uint32_t *)(v->v6_end + 2 * (size_t)h->n_v6);
+    v->words = (const uint32_t *)(blob + h->off_words);
+    v->unix_refs = (const ng_string_ref *)(blob + h->off_unix);
+    v->host_refs = (const ng_host_ref *)(blob + h->off_hosts);
+    v->strings = blob + h->off_strings;
+
+    for (uint32_t i = 0; i < h->n_v4; i++) {
+        if (v->v4_start[i] > v->v4_end[i] ||
+            (i > 0 && v->v4_end[i - 1] >= v->v4_start[i])) {
+            return "malformed policy blob: IPv4 intervals not sorted and disjoint";
+        }
+        if (!blob_ports_ok(h, v->words, v->v4_ports[i])) {
+            return "malformed policy blob: bad port set";
+        }
+    }
+    for (uint32_t i = 0; i < h->n_v6; i++) {
+        u128 s = {v->v6_start[2 * i], v->v6_start[2 * i + 1]};
+        u128 e = {v->v6_end[2 * i], v->v6_end[2 * i + 1]};
+        if (u128_cmp(s, e) > 0) {
+            goto v6_bad;
+        }
+        if (i > 0) {
+            u128 pe = {v->v6_end[2 * i - 2], v->v6_end[2 * i - 1]};
+            if (u128_cmp(pe, s) >= 0) {
+                goto v6_bad;
+            }
+        }
+        if (!blob_ports_ok(h, v->words, v->v6_ports[i])) {
+            return "malformed policy blob: bad port set";
+        }
+    }
+    for (uint32_t i = 0; i < h->n_unix; i++) {
+        const ng_string_ref *r = &v->unix_refs[i];
+        /* each string is NUL-terminated inside the strings section */
+        if (r->offset > h->n_strings || r->length >= h->n_strings - r->offset ||
+            v->strings[r->offset + r->length] != '\0' ||
+            memchr(v->strings + r->offset, '\0', r->length) != NULL) {
+            goto strings_bad;
+        }
+    }
+    for (uint32_t i = 0; i < h->n_hosts; i++) {
+        const ng_host_ref *r = &v->host_refs[i];
+        if (r->offset > h->n_strings || r->length >= h->n_strings - r->offset ||
+            v->strings[r->offset + r->length] != '\0' ||
+            memchr(v->strings + r->offset, '\0', r->length) != NULL) {
+            goto strings_bad;
+        }
+        if (!blob_ports_ok(h, v->words, r->ports)) {
+            return "malformed policy blob: bad port set";
+        }
+    }
+    return NULL;
+v6_bad:
+    return "malformed policy blob: IPv6 intervals not sorted and disjoint";
+strings_bad:
+    return "malformed policy blob: bad string reference";
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Addresses: parsing as the kernel and CPython do.                                      */
+
+/* glibc's numbers-and-dots: a, a.b, a.b.c, a.b.c.d; each part decimal, 0-octal or
+   0x-hex; the last part fills the remaining bytes. No trailing characters. */
+static bool
+ng_parse_inet_aton(const char *s, size_t n, unsigned char out[4])
+{
+    uint64_t parts[4];
+    int np = 0;
+    size_t i = 0;
+    if (n == 0) {
+        return false;
+    }
+    for (;;) {
+        if (i >= n || np == 4) {
+            return false;
+        }
+        uint64_t v = 0;
+        int base = 10;
+        size_t digits = 0;
+        if (s[i] == '0') {
+            base = 8;
+            i++;
+            digits = 1;
+            if (i < n && (s[i] == 'x' || s[i] == 'X')) {
+                base = 16;
+                i++;
+                digits = 0;
+            }
+        }
+        for (; i < n && s[i] != '.'; i++) {
+            int d;
+            char c = s[i];
+            if (c >= '0' && c <= '9') {
+                d = c - '0';
+            }
+            else if (base == 16 && c >= 'a' && c <= 'f') {
+                d = c - 'a' + 10;
+            }
+            else if (base == 16 && c >= 'A' && c <= 'F') {
+                d = c - 'A' + 10;
+            }
+            else {
+                return false;
+            }
+            if (d >= base) {
+                return false;
+            }
+            v = v * (uint64_t)base + (uint64_t)d;
+            if (v > UINT32_MAX) {
+                return false;
+            }
+            digits++;
+        }
+        if (digits == 0) {
+            return false;
+        }
+        parts[np++] = v;
+        if (i == n) {
+            break;
+        }
+        i++; /* '.' */
+    }
+    uint64_t addr;
+    switch (np) {
+    case 1:
+        addr = parts[0];
+        break;
+    case 2:
+        if (parts[0] > 0xff || parts[1] > 0xffffff) {
+            return false;
+        }
+        addr = parts[0] << 24 | parts[1];
+        break;
+    case 3:
+        if (parts[0] > 0xff || parts[1] > 0xff || parts[2] > 0xffff) {
+            return false;
+        }
+        addr = parts[0] << 24 | parts[1] << 16 | parts[2];
+        break;
+    default:
+        if (parts[0] > 0xff || parts[1] > 0xff || parts[2] > 0xff || parts[3] > 0xff) {
+            return false;
+        }
+        addr = parts[0] << 24 | parts[1] << 16 | parts[2] << 8 | parts[3];
+        break;
+    }
+    out[0] = (unsigned char)(addr >> 24);
+    out[1] = (unsigned char)(addr >> 16);
+    out[2] = (unsigned char)(addr >> 8);
+    out[3] = (unsigned char)addr;
+    return true;
+}
+
+/*
+ * Parse a numeric host for a socket of `family` (AF_INET, AF_INET6, or AF_UNSPEC for
+ * "either"). Returns true with `a` filled when the host is an address CPython would not
+ * resolve by name; false when it is a name (or invalid for the family).
+ * `s` need not be NUL-terminated.
+ */
+bool
+ng_parse_numeric(const char *s, size_t n, int family, ng_addr *a)
+{
+    char buf[INET6_ADDRSTRLEN + 64];
+    if (n == 0 || n >= sizeof(buf)) {
+        return false;
+    }
+    memcpy(buf, s, n);
+    buf[n] = '\0';
+    if (family != AF_INET6) {
+        if (inet_pton(AF_INET, buf, a->bytes) == 1 || ng_parse_inet_aton(buf, n, a->bytes)) {
+            a->family = AF_INET;
+            return true;
+        }
+    }
+    if (family != AF_INET) {
+        char *pct = memchr(buf, '%', n);
+        if (pct != NULL) {
+            *pct = '\0';
+        }
+        if (inet_pton(AF_INET6, buf, a->bytes) == 1) {
+            a->family = AF_INET6;
+            return true;
+        }
+    }
+    return false;
+}
+
+bool
+ng_addr_is_loopback(const ng_addr *a)
+{
+    const unsigned char *b = a->bytes;
+    if (a->family == AF_INET6) {
+        static const unsigned char one[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+        static const unsigned char zero[16] = {0};
+        if (memcmp(b, one, 16) == 0 || memcmp(b, zero, 16) == 0) {
+            return true;
+        }
+        if (memcmp(b, ng_v4mapped_prefix, 12) != 0) {
+            return false;
+        }
+        b += 12;
+    }
+    return b[0] == 127 || (b[0] == 0 && b[1] == 0 && b[2] == 0 && b[3] == 0);
+}
+
+/* Host names ----------------------------------------------------------------------- */
+
+/* Lower-case, strip one trailing dot. Returns the length written to out (<= 255) or -1
+   when the name is too long to be one. */
+ptrdiff_t
+ng_normalize_name(const char *s, size_t n, char out[256])
+{
+    if (n > 0 && s[n - 1] == '.') {
+        n--;
+    }
+    if (n > 255) {
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        out[i] = (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
+    }
+    out[n] = '\0';
+    return (ptrdiff_t)n;
+}
+
+bool
+ng_host_pattern_matches(const char *pat, size_t plen, const char *name, size_t n)
+{
+    if (plen >= 2 && pat[0] == '*' && pat[1] == '.') {
+        /* *.example.com: any name ending in .example.com, not example.com itself */
+        size_t slen = plen - 1; /* ".example.com" */
+        return n > slen && memcmp(name + n - slen, pat + 1, slen) == 0;
+    }
+    return plen == n && memcmp(pat, name, n) == 0;
+}
+
+bool
+ng_view_allows_name(const ng_view *v, const char *name, size_t n, long port, bool *by_rule,
+                   bool *port_ok)
+{
+    *by_rule = false;
+    *port_ok = false;
+    if (v->h->flags & NG_ALLOW_ALL) {
+        *port_ok = true;
+        return true;
+    }
+    bool allowed = false;
+    if ((v->h->flags & NG_DNS_LOCALHOST) && n == 9 && memcmp(name, "localhost", 9) == 0) {
+        allowed = true;
+    }
+    for (uint32_t i = 0; i < v->h->n_hosts; i++) {
+        const ng_host_ref *r = &v->host_refs[i];
+        if (ng_host_pattern_matches(v->strings + r->offset, r->length, name, n)) {
+            allowed = true;
+            *by_rule = true;
+            if (port >= 0 && ports_contains(v->words, r->ports, (uint32_t)port)) {
+                *port_ok = true;
+            }
+        }
+    }
+    return allowed;
+}
+
+#ifdef NG_HAVE_UNIX
+bool
+ng_view_allows_unix(const ng_view *v, const char *path)
+{
+    if (v->h->flags & NG_ALLOW_ALL) {
+        return true;
+    }
+    for (uint32_t i = 0; i < v->h->n_unix; i++) {
+        /* FNM_NOESCAPE and no FNM_PATHNAME: the semantics of Python's fnmatch */
+        if (fnmatch(v->strings + v->unix_refs[i].offset, path, FNM_NOESCAPE) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+#endif
+

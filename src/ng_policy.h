@@ -1,0 +1,293 @@
+/*
+ * Compiled policies: the blob format, its read-only views, address normalisation and the
+ * lookups of the hot path. Python-free C, so that the same code can judge in the
+ * extension and, later, in the native-mode preload library.
+ */
+#ifndef NETGUARD_NG_POLICY_H
+#define NETGUARD_NG_POLICY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#ifdef _WIN32
+#include <winsock2.h>
+#include <ws2tcpip.h>
+#else
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#endif
+
+/* AF_UNIX destinations are judged where paths can be matched with fnmatch(3). */
+#if defined(AF_UNIX) && !defined(_WIN32)
+#define NG_HAVE_UNIX 1
+#endif
+
+/* ------------------------------------------------------------------------------------ */
+/* 128-bit unsigned keys: one representation for both families.                          */
+
+typedef struct {
+    uint64_t hi;
+    uint64_t lo;
+} u128;
+
+static inline int
+u128_cmp(u128 a, u128 b)
+{
+    if (a.hi != b.hi) {
+        return a.hi < b.hi ? -1 : 1;
+    }
+    if (a.lo != b.lo) {
+        return a.lo < b.lo ? -1 : 1;
+    }
+    return 0;
+}
+
+static inline u128
+u128_inc(u128 a, bool *overflow)
+{
+    u128 r = a;
+    r.lo++;
+    if (r.lo == 0) {
+        r.hi++;
+        if (r.hi == 0) {
+            *overflow = true;
+        }
+    }
+    return r;
+}
+
+static inline u128
+u128_dec(u128 a)
+{
+    u128 r = a;
+    if (r.lo == 0) {
+        r.hi--;
+    }
+    r.lo--;
+    return r;
+}
+
+static inline u128
+u128_from_bytes(const unsigned char b[16])
+{
+    u128 r = {0, 0};
+    for (int i = 0; i < 8; i++) {
+        r.hi = (r.hi << 8) | b[i];
+        r.lo = (r.lo << 8) | b[8 + i];
+    }
+    return r;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* The blob.                                                                             */
+
+#define NG_MAGIC "NGPOLICY"
+#define NG_BLOB_VERSION 1u
+#define NG_BYTE_ORDER 0x01020304u
+#define NG_NO_PORTS UINT32_MAX
+#define NG_PORTS_ANY 0x80000000u
+
+#define NG_ALLOW_ALL 1u
+#define NG_DNS_LOCALHOST 2u
+#define NG_KNOWN_FLAGS (NG_ALLOW_ALL | NG_DNS_LOCALHOST)
+
+/*
+ * Layout, every section 8-byte aligned, all offsets from the start of the blob:
+ *
+ *   header
+ *   v4:    uint32 start[n_v4], uint32 end[n_v4], uint32 ports[n_v4]      (inclusive ends)
+ *   v6:    uint64 start[2*n_v6] (hi, lo), uint64 end[2*n_v6], uint32 ports[n_v6]
+ *   ports: uint32 words; a port set at word p is words[p] = count | NG_PORTS_ANY?,
+ *          followed by count words (lo << 16 | hi), sorted and disjoint
+ *   unix:  n_unix x {uint32 offset, uint32 length} into strings (globs, fs-encoded)
+ *   hosts: n_hosts x {uint32 offset, uint32 length, uint32 ports, uint32 reserved}
+ *   strings
+ *
+ * Intervals are sorted and disjoint, so a lookup is one binary search for the last
+ * start <= address, then one comparison with its end.
+ */
+typedef struct {
+    char magic[8];
+    uint32_t version;
+    uint32_t byte_order;
+    uint32_t flags;
+    uint32_t size;
+    uint32_t n_v4, off_v4;
+    uint32_t n_v6, off_v6;
+    uint32_t n_words, off_words;
+    uint32_t n_unix, off_unix;
+    uint32_t n_hosts, off_hosts;
+    uint32_t n_strings, off_strings;
+} ng_header;
+
+typedef struct {
+    uint32_t offset;
+    uint32_t length;
+} ng_string_ref;
+
+typedef struct {
+    uint32_t offset;
+    uint32_t length;
+    uint32_t ports;
+    uint32_t reserved;
+} ng_host_ref;
+
+/* Read-only view of a validated blob. */
+typedef struct {
+    const ng_header *h;
+    const uint32_t *v4_start, *v4_end, *v4_ports;
+    const uint64_t *v6_start, *v6_end;
+    const uint32_t *v6_ports;
+    const uint32_t *words;
+    const ng_string_ref *unix_refs;
+    const ng_host_ref *host_refs;
+    const char *strings;
+} ng_view;
+
+static inline size_t
+align8(size_t n)
+{
+    return (n + 7u) & ~(size_t)7u;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Port sets.                                                                            */
+
+static inline bool
+ports_contains(const uint32_t *words, uint32_t p, uint32_t port)
+{
+    uint32_t head = words[p];
+    if (head & NG_PORTS_ANY) {
+        return true;
+    }
+    uint32_t lo = 0, hi = head;
+    const uint32_t *r = words + p + 1;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        uint32_t rlo = r[mid] >> 16, rhi = r[mid] & 0xffffu;
+        if (port < rlo) {
+            hi = mid;
+        }
+        else if (port > rhi) {
+            lo = mid + 1;
+        }
+        else {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Lookups on a view.                                                                    */
+
+static inline uint32_t
+iv_lookup_v4(const ng_view *v, uint32_t addr)
+{
+    uint32_t n = v->h->n_v4;
+    uint32_t lo = 0, hi = n;
+    /* find the first start > addr; the candidate is the one before it */
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (v->v4_start[mid] <= addr) {
+            lo = mid + 1;
+        }
+        else {
+            hi = mid;
+        }
+    }
+    if (lo == 0 || v->v4_end[lo - 1] < addr) {
+        return NG_NO_PORTS;
+    }
+    return v->v4_ports[lo - 1];
+}
+
+static inline uint32_t
+iv_lookup_v6(const ng_view *v, u128 addr)
+{
+    uint32_t n = v->h->n_v6;
+    uint32_t lo = 0, hi = n;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        u128 s = {v->v6_start[2 * mid], v->v6_start[2 * mid + 1]};
+        if (u128_cmp(s, addr) <= 0) {
+            lo = mid + 1;
+        }
+        else {
+            hi = mid;
+        }
+    }
+    if (lo == 0) {
+        return NG_NO_PORTS;
+    }
+    u128 e = {v->v6_end[2 * (lo - 1)], v->v6_end[2 * (lo - 1) + 1]};
+    if (u128_cmp(e, addr) < 0) {
+        return NG_NO_PORTS;
+    }
+    return v->v6_ports[lo - 1];
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Addresses.                                                                            */
+
+typedef struct {
+    int family;              /* AF_INET or AF_INET6 (as parsed) */
+    unsigned char bytes[16]; /* network order; 4 bytes for AF_INET */
+} ng_addr;
+
+extern const unsigned char ng_v4mapped_prefix[12];
+
+/* Judge against the tables: v4-mapped as IPv4, the unspecified address as loopback.
+   Returns the port word index or NG_NO_PORTS. */
+static inline uint32_t
+iv_lookup_addr(const ng_view *v, const ng_addr *a)
+{
+    const unsigned char *b = a->bytes;
+    uint32_t v4;
+    if (a->family == AF_INET6) {
+        if (memcmp(b, ng_v4mapped_prefix, 12) == 0) {
+            b += 12;
+            goto ipv4;
+        }
+        u128 x = u128_from_bytes(b);
+        if (x.hi == 0 && x.lo == 0) {
+            x.lo = 1; /* :: means this host */
+        }
+        return iv_lookup_v6(v, x);
+    }
+ipv4:
+    v4 = (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+    if (v4 == 0) {
+        v4 = 0x7f000001u; /* 0.0.0.0 means this host */
+    }
+    return iv_lookup_v4(v, v4);
+}
+
+/* Validate a blob and fill a view of it: NULL on success, else what is wrong. */
+const char *ng_view_init(const char *blob, size_t size, ng_view *v);
+
+/* Parse a numeric host as CPython and the kernel would for a socket of `family`
+   (AF_INET, AF_INET6, or AF_UNSPEC for either). False: a name, or invalid. */
+bool ng_parse_numeric(const char *s, size_t n, int family, ng_addr *a);
+
+/* 127.0.0.0/8, ::1, v4-mapped loopback, and the unspecified addresses (this host). */
+bool ng_addr_is_loopback(const ng_addr *a);
+
+/* Lower-case and strip one trailing dot into out; the length, or -1 if over 255. */
+ptrdiff_t ng_normalize_name(const char *s, size_t n, char out[256]);
+
+bool ng_host_pattern_matches(const char *pat, size_t plen, const char *name, size_t n);
+
+/* The DNS policy for a normalised name; see docs/internals.md. With port >= 0, *port_ok
+   tells whether a matching host rule covers the port. */
+bool ng_view_allows_name(const ng_view *v, const char *name, size_t n, long port,
+                         bool *by_rule, bool *port_ok);
+
+#ifdef NG_HAVE_UNIX
+bool ng_view_allows_unix(const ng_view *v, const char *path);
+#endif
+
+#endif /* NETGUARD_NG_POLICY_H */
