@@ -777,7 +777,9 @@ judge_address(ng_state *st, PolicyObject *pol, int op, PyObject *sock, PyObject 
             numeric = true;
         }
         else {
-            numeric = ng_parse_numeric(s, (size_t)n, family, &a);
+            /* either family: an address of the other family is no lookup either;
+               CPython then fails to convert it, or (v4-mapped) connects to it */
+            numeric = ng_parse_numeric(s, (size_t)n, AF_UNSPEC, &a);
         }
         if (numeric) {
             Py_XDECREF(hb);
