@@ -242,23 +242,24 @@ ng_parse_inet_aton(const char *s, size_t n, unsigned char out[4])
 bool
 ng_parse_numeric(const char *s, size_t n, int family, ng_addr *a)
 {
-    char buf[INET6_ADDRSTRLEN + 64];
-    if (n == 0 || n >= sizeof(buf)) {
-        return false;
-    }
-    memcpy(buf, s, n);
-    buf[n] = '\0';
-    if (family != AF_INET6) {
-        if (inet_pton(AF_INET, buf, a->bytes) == 1 || ng_parse_inet_aton(buf, n, a->bytes)) {
-            a->family = AF_INET;
-            return true;
-        }
+    /* Every dotted quad inet_pton accepts reads the same as numbers-and-dots, and
+       CPython falls back to getaddrinfo (which reads numbers-and-dots) for the rest, so
+       one parser covers IPv4 without copying the string. */
+    if (family != AF_INET6 && ng_parse_inet_aton(s, n, a->bytes)) {
+        a->family = AF_INET;
+        return true;
     }
     if (family != AF_INET) {
-        char *pct = memchr(buf, '%', n);
+        char buf[INET6_ADDRSTRLEN + 64];
+        const char *pct = memchr(s, '%', n);
         if (pct != NULL) {
-            *pct = '\0';
+            n = (size_t)(pct - s); /* the scope id is ignored for matching */
         }
+        if (n == 0 || n >= sizeof(buf)) {
+            return false;
+        }
+        memcpy(buf, s, n);
+        buf[n] = '\0';
         if (inet_pton(AF_INET6, buf, a->bytes) == 1) {
             a->family = AF_INET6;
             return true;
