@@ -716,6 +716,28 @@ parse_port(PyObject *obj, long *port)
     return true;
 }
 
+static PyObject *result_hosts(int op, PyObject *result);
+
+/* (host, port, *rest of addr): the address tuple with the judged host and port. */
+static PyObject *
+replace_host_port(PyObject *addr, PyObject *host, long port)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(addr);
+    PyObject *t = PyTuple_New(n);
+    PyObject *p = PyLong_FromLong(port);
+    if (t == NULL || p == NULL) {
+        Py_XDECREF(t);
+        Py_XDECREF(p);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(t, 0, Py_NewRef(host));
+    PyTuple_SET_ITEM(t, 1, p);
+    for (Py_ssize_t i = 2; i < n; i++) {
+        PyTuple_SET_ITEM(t, i, Py_NewRef(PyTuple_GET_ITEM(addr, i)));
+    }
+    return t;
+}
+
 /*
  * Judge an address argument. Returns -1 (exception set), 0 (pass the original address),
  * or 1 (pass *replacement, a new reference: a host name was resolved here). In audit mode
@@ -782,11 +804,18 @@ judge_address(ng_state *st, PolicyObject *pol, int op, PyObject *sock, PyObject 
             numeric = ng_parse_numeric(s, (size_t)n, AF_UNSPEC, &a);
         }
         if (numeric) {
-            Py_XDECREF(hb);
-            if (policy_allows_addr(pol, &a, port)) {
-                return 0;
+            int rc = 0;
+            if (!policy_allows_addr(pol, &a, port) && deny_addr(st, op, &a, port) < 0) {
+                rc = -1;
             }
-            return deny_addr(st, op, &a, port);
+            else if (resolve && (hb != NULL || !PyLong_CheckExact(PyTuple_GET_ITEM(addr, 1)))) {
+                /* a bytearray host or an __index__ port could read differently when the
+                   original converts them again: hand it the values that were judged */
+                *replacement = replace_host_port(addr, hb ? hb : host, port);
+                rc = *replacement ? 1 : -1;
+            }
+            Py_XDECREF(hb);
+            return rc;
         }
 
         /* a host name: the DNS policy first */
@@ -801,6 +830,7 @@ judge_address(ng_state *st, PolicyObject *pol, int op, PyObject *sock, PyObject 
             if (deny_name(st, op, nn < 0 ? s : name, nn < 0 ? n : nn, port) < 0) {
                 goto name_done;
             }
+            port_ok = true; /* let through (warn mode): one event per call */
         }
         if (!resolve) {
             rc = 0;
@@ -834,12 +864,21 @@ judge_address(ng_state *st, PolicyObject *pol, int op, PyObject *sock, PyObject 
             }
             goto name_done;
         }
+        if (by_rule) {
+            /* a lookup allowed by a host rule: its addresses are learned */
+            PyObject *hosts = result_hosts(OP_GETADDRINFO, infos);
+            int r = hosts ? policy_learn(pol, name, (size_t)nn, hosts) : -1;
+            Py_XDECREF(hosts);
+            if (r < 0) {
+                goto name_done;
+            }
+        }
         if (!port_ok && !policy_allows_addr(pol, &a, port) &&
             deny_addr(st, op, &a, port) < 0) {
             goto name_done;
         }
         if (family == AF_INET) {
-            newaddr = PyTuple_Pack(2, ip, PyTuple_GET_ITEM(addr, 1));
+            newaddr = replace_host_port(addr, ip, port);
         }
         else {
             /* the caller's flowinfo and scope id win over the resolved ones */
@@ -850,10 +889,10 @@ judge_address(ng_state *st, PolicyObject *pol, int op, PyObject *sock, PyObject 
                                        : (PyTuple_GET_SIZE(sa) > 3 ? PyTuple_GET_ITEM(sa, 3)
                                                                    : NULL);
             if (flow != NULL && scope != NULL) {
-                newaddr = PyTuple_Pack(4, ip, PyTuple_GET_ITEM(addr, 1), flow, scope);
+                newaddr = Py_BuildValue("(OlOO)", ip, port, flow, scope);
             }
             else {
-                newaddr = PyTuple_Pack(2, ip, PyTuple_GET_ITEM(addr, 1));
+                newaddr = Py_BuildValue("(Ol)", ip, port);
             }
         }
         if (newaddr == NULL) {
@@ -1071,7 +1110,12 @@ lookup_name(PyObject *host, char name[256], Py_ssize_t *nn, ng_addr *numeric)
     const char *s = PyBytes_AS_STRING(b);
     size_t n = (size_t)PyBytes_GET_SIZE(b);
     int rc = 1;
-    if (n == 0 || memchr(s, '\0', n) != NULL) {
+    const char *nul = memchr(s, '\0', n);
+    if (nul != NULL) {
+        /* getaddrinfo does not reject a NUL: the resolver reads the name up to it */
+        n = (size_t)(nul - s);
+    }
+    if (n == 0) {
         rc = 0;
     }
     else if (ng_parse_numeric(s, n, AF_UNSPEC, numeric)) {
@@ -1236,6 +1280,21 @@ hook_dns(int op, PyObject *args, PyObject *kwargs)
             port = nargs > 1 ? PyTuple_GET_ITEM(args, 1) : NULL;
             if (port == NULL && kwargs != NULL) {
                 port = PyDict_GetItemString(kwargs, "port");
+            }
+            PyObject *flags = nargs > 5 ? PyTuple_GET_ITEM(args, 5) : NULL;
+            if (flags == NULL && kwargs != NULL) {
+                flags = PyDict_GetItemString(kwargs, "flags");
+            }
+            if (flags != NULL && PyLong_Check(flags)) {
+                long f = PyLong_AsLong(flags);
+                if (f == -1 && PyErr_Occurred()) {
+                    PyErr_Clear();
+                }
+                else if (f & AI_NUMERICHOST) {
+                    /* no lookup: the resolver fails on a name */
+                    Py_DECREF(pol);
+                    return PyObject_Call(orig, args, kwargs);
+                }
             }
         }
     }

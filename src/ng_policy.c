@@ -4,10 +4,6 @@
  */
 #include "ng_policy.h"
 
-#ifndef _WIN32
-#include <fnmatch.h>
-#endif
-
 const unsigned char ng_v4mapped_prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
 
 /* ------------------------------------------------------------------------------------ */
@@ -345,6 +341,96 @@ ng_view_allows_name(const ng_view *v, const char *name, size_t n, long port, boo
     return allowed;
 }
 
+/* ------------------------------------------------------------------------------------ */
+/* Globs, with the semantics of Python's fnmatch.fnmatchcase: '*' matches any run ('/'   */
+/* included), '?' one character, '[...]' / '[!...]' a set with ranges; a '[' without a   */
+/* closing ']' is literal; a backslash is an ordinary character. Bytes, not code points. */
+
+/* The bracket expression at pat ('['): 1 or 0 for whether c is in it, with *end past
+   it; -1 when the '[' is not closed and so stands for itself. */
+static int
+glob_class(const char *pat, unsigned char c, const char **end)
+{
+    const char *p = pat + 1;
+    bool negate = false;
+    if (*p == '!') {
+        negate = true;
+        p++;
+    }
+    const char *q = p;
+    if (*q == ']') {
+        q++; /* a ']' first in the set is a member */
+    }
+    while (*q != '\0' && *q != ']') {
+        q++;
+    }
+    if (*q == '\0') {
+        return -1;
+    }
+    *end = q + 1;
+    bool member = false;
+    while (p < q) {
+        unsigned char lo = (unsigned char)p[0];
+        if (p + 2 < q && p[1] == '-') {
+            unsigned char hi = (unsigned char)p[2];
+            member |= lo <= c && c <= hi; /* a reversed range is empty */
+            p += 3;
+        }
+        else {
+            member |= c == lo;
+            p++;
+        }
+    }
+    return member != negate;
+}
+
+bool
+ng_glob_match(const char *pat, const char *str)
+{
+    const char *star_pat = NULL, *star_str = NULL;
+    while (*str != '\0') {
+        if (*pat == '*') {
+            star_pat = ++pat;
+            star_str = str;
+            continue;
+        }
+        if (*pat == '?') {
+            pat++;
+            str++;
+            continue;
+        }
+        if (*pat == '[') {
+            const char *end = NULL;
+            int r = glob_class(pat, (unsigned char)*str, &end);
+            if (r == 1) {
+                pat = end;
+                str++;
+                continue;
+            }
+            if (r == -1 && *str == '[') {
+                pat++;
+                str++;
+                continue;
+            }
+        }
+        else if (*pat != '\0' && *pat == *str) {
+            pat++;
+            str++;
+            continue;
+        }
+        /* every token but '*' matches one character: retry the last star one further */
+        if (star_pat == NULL) {
+            return false;
+        }
+        pat = star_pat;
+        str = ++star_str;
+    }
+    while (*pat == '*') {
+        pat++;
+    }
+    return *pat == '\0';
+}
+
 #ifdef NG_HAVE_UNIX
 bool
 ng_view_allows_unix(const ng_view *v, const char *path)
@@ -353,12 +439,10 @@ ng_view_allows_unix(const ng_view *v, const char *path)
         return true;
     }
     for (uint32_t i = 0; i < v->h->n_unix; i++) {
-        /* FNM_NOESCAPE and no FNM_PATHNAME: the semantics of Python's fnmatch */
-        if (fnmatch(v->strings + v->unix_refs[i].offset, path, FNM_NOESCAPE) == 0) {
+        if (ng_glob_match(v->strings + v->unix_refs[i].offset, path)) {
             return true;
         }
     }
     return false;
 }
 #endif
-

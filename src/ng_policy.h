@@ -20,7 +20,7 @@
 #include <sys/socket.h>
 #endif
 
-/* AF_UNIX destinations are judged where paths can be matched with fnmatch(3). */
+/* AF_UNIX destinations are judged where the platform has them in Python. */
 #if defined(AF_UNIX) && !defined(_WIN32)
 #define NG_HAVE_UNIX 1
 #endif
@@ -285,6 +285,9 @@ bool ng_host_pattern_matches(const char *pat, size_t plen, const char *name, siz
    tells whether a matching host rule covers the port. */
 bool ng_view_allows_name(const ng_view *v, const char *name, size_t n, long port,
                          bool *by_rule, bool *port_ok);
+
+/* fnmatch.fnmatchcase semantics on bytes (see ng_policy.c). */
+bool ng_glob_match(const char *pat, const char *str);
 
 #ifdef NG_HAVE_UNIX
 bool ng_view_allows_unix(const ng_view *v, const char *path);

@@ -1,0 +1,389 @@
+"""``guard()``: enforce a policy for a block of code, and the deny callback behind it.
+
+The implementation's hooks judge every socket and DNS call against the active policy; an
+allowed call never reaches Python (C implementation). A denied call calls
+:func:`_on_denied` once, on the calling thread, which records a
+:class:`~netguard.errors.Violation` on the innermost active :class:`Guard` and then raises
+(strict) or warns and returns (warn: the call proceeds).
+
+Guards form one process-wide stack, like the active policy they control: the innermost
+guard's policy and mode hold for every thread, and a violation on any thread is recorded on
+the innermost guard. Guards nest; leaving one restores the policy and mode of the guard it
+was nested in, and leaving the outermost one uninstalls the hooks (unless they were pinned
+with :func:`install_hooks`, which the pytest plugin does once per session).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+import warnings
+from types import FrameType, TracebackType
+from typing import Any
+
+from netguard import _impl
+from netguard._impl import Impl, Policy
+from netguard.errors import NetworkViolationError, Violation, format_destination
+
+__all__ = ["MODES", "Guard", "active_guard", "guard", "install_hooks", "uninstall_hooks"]
+
+MODES = ("strict", "warn", "off")
+
+# One lock for the stack and the hooks' state. Held only for bookkeeping, never while
+# calling user code or warning; an RLock in case a hook fires on this thread meanwhile.
+_lock = threading.RLock()
+_stack: list[Guard] = []
+# The implementation whose hooks guards use, or None; _owned when this module installed
+# them (hooks installed by someone else are used but never uninstalled here).
+_hooks: Impl | None = None
+_owned = False
+# True while install_hooks() keeps the hooks installed between guards.
+_pinned = False
+# (compiled policy or None, strict) as last activated through this module.
+_state: tuple[Any, bool] = (None, False)
+# Mode of the guard that exited last: judges a denial that races the exit of every guard.
+_fallback_mode = "strict"
+
+
+class Guard:
+    """What :func:`guard` returns: a context manager enforcing ``policy`` in ``mode``.
+
+    ``violations`` lists every denied operation recorded while this guard was the
+    innermost one (each a :class:`netguard.errors.Violation`), in order, from every thread.
+    Clearing it inside the block acknowledges them: a strict guard then does not re-raise
+    them on exit. ``test``, ``size`` and ``phase`` describe where the guard runs (the pytest
+    plugin sets them); messages name them when set.
+
+    A Guard is entered once; create a new one with :func:`guard` to enter again.
+    """
+
+    __slots__ = (
+        "_entered",
+        "_exited",
+        "_impl",
+        "_prev",
+        "mode",
+        "phase",
+        "policy",
+        "size",
+        "test",
+        "violations",
+    )
+
+    def __init__(
+        self,
+        policy: Policy | None,
+        mode: str = "strict",
+        *,
+        test: str | None = None,
+        size: str | None = None,
+        phase: str | None = None,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"netguard mode {mode!r}: expected strict, warn or off")
+        if policy is not None and not isinstance(policy, Policy):
+            raise TypeError(
+                f"netguard.guard() takes a netguard.Policy or None, not {type(policy).__name__}"
+            )
+        self.policy = policy
+        self.mode = mode
+        self.test = test
+        self.size = size
+        self.phase = phase
+        self.violations: list[Violation] = []
+        self._impl: Impl | None = None
+        self._prev: tuple[Any, bool] = (None, False)
+        self._entered = False
+        self._exited = False
+
+    @property
+    def active(self) -> bool:
+        """True between ``__enter__`` and ``__exit__``."""
+        return self._entered and not self._exited
+
+    @property
+    def enforcing(self) -> bool:
+        """True when this guard checks anything (a policy, and mode strict or warn)."""
+        return self.policy is not None and self.mode != "off"
+
+    def __repr__(self) -> str:
+        state = "active" if self.active else ("exited" if self._exited else "new")
+        context = "".join(
+            f", {name}={value!r}"
+            for name, value in (("test", self.test), ("size", self.size), ("phase", self.phase))
+            if value is not None
+        )
+        return (
+            f"<netguard.Guard {state} mode={self.mode!r}{context} policy={self.policy!r} "
+            f"violations={len(self.violations)}>"
+        )
+
+    def __enter__(self) -> Guard:
+        global _state
+        with _lock:
+            if self._entered:
+                raise RuntimeError("a netguard Guard can be entered only once")
+            impl: Impl | None
+            if self.enforcing:
+                assert self.policy is not None
+                impl = self.policy._impl
+                if _hooks is None:
+                    _adopt(impl)
+                elif _hooks is not impl:
+                    raise RuntimeError(
+                        f"this policy was compiled by the {impl.name!r} implementation, but "
+                        f"the hooks of {_hooks.name!r} are installed; build the policy after "
+                        "switching implementation"
+                    )
+                new_state: tuple[Any, bool] = (self.policy._compiled, self.mode == "strict")
+            else:
+                # off, or no policy: check nothing; patch nothing that is not patched.
+                impl = _hooks
+                new_state = (None, False)
+            self._impl = impl
+            self._prev = _state
+            if impl is not None:
+                impl.activate(*new_state)
+            _state = new_state
+            self._entered = True
+            _stack.append(self)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._leave()
+        if self.mode != "strict" or not self.violations:
+            return
+        if exc is not None and (not isinstance(exc, Exception) or _carries_violation(exc)):
+            # The violation surfaced (possibly wrapped: requests' ConnectionError, urllib's
+            # URLError), or a KeyboardInterrupt, SystemExit or pytest outcome is on its
+            # way out and must not be masked.
+            return
+        count = len(self.violations)
+        raise self.violations[0].error(swallowed=count)
+
+    def _leave(self) -> None:
+        global _state, _fallback_mode
+        with _lock:
+            if not self.active:
+                raise RuntimeError("this netguard Guard is not active")
+            self._exited = True
+            _fallback_mode = self.mode
+            position = _index(self)
+            del _stack[position]
+            if position < len(_stack):
+                # Left out of order (another thread's guard is inside this one): the guard
+                # that was nested in this one now restores what this one would have.
+                _stack[position]._prev = self._prev
+            else:
+                _state = self._prev
+                if _hooks is not None:
+                    _hooks.activate(*_state)
+            if not _stack and not _pinned:
+                _release()
+
+    def _record(self, violation: Violation) -> None:
+        self.violations.append(violation)
+
+
+Guard.__module__ = "netguard"  # its public home; shown so in tracebacks and docs
+
+
+def _adopt(impl: Impl) -> None:
+    """Make ``impl``'s hooks the ones guards use, installing them if needed (lock held)."""
+    global _hooks, _owned
+    _owned = not impl.is_installed()
+    if _owned:
+        impl.install(_on_denied)
+    _hooks = impl
+
+
+def _release() -> None:
+    """Deactivate, and uninstall the hooks if this module installed them (lock held)."""
+    global _hooks, _owned, _state
+    if _hooks is not None:
+        _hooks.activate(None, False)
+        if _owned:
+            _hooks.uninstall()
+    _hooks = None
+    _owned = False
+    _state = (None, False)
+
+
+def _index(g: Guard) -> int:
+    for i in range(len(_stack) - 1, -1, -1):
+        if _stack[i] is g:
+            return i
+    raise RuntimeError("netguard guard stack is corrupt")  # pragma: no cover
+
+
+def _carries_violation(exc: BaseException) -> bool:
+    """Whether ``exc`` is, or was caused by, a NetworkViolationError (say, wrapped by
+    ``requests`` into a ConnectionError): then the violation was not swallowed."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, NetworkViolationError):
+            return True
+        if e.__cause__ is not None:
+            todo.append(e.__cause__)
+        if e.__context__ is not None:
+            todo.append(e.__context__)
+        reason = getattr(e, "reason", None)  # urllib's URLError keeps it here
+        if isinstance(reason, BaseException):
+            todo.append(reason)
+        for inner in getattr(e, "exceptions", None) or ():  # exception groups
+            if isinstance(inner, BaseException):
+                todo.append(inner)
+    return False
+
+
+def guard(
+    policy: Policy | None,
+    mode: str = "strict",
+    *,
+    test: str | None = None,
+    size: str | None = None,
+    phase: str | None = None,
+) -> Guard:
+    """Enforce ``policy`` for the duration of a ``with`` block.
+
+    ``mode`` is ``"strict"`` (a denied call raises
+    :class:`~netguard.NetworkViolationError` before anything is sent; a violation the code
+    swallowed is raised when the block exits), ``"warn"`` (a denied call emits a
+    :class:`~netguard.NetworkViolationWarning` and proceeds) or ``"off"`` (nothing is
+    checked; nothing is patched unless an outer guard already did). ``policy=None`` allows
+    everything.
+
+    >>> import netguard
+    >>> with netguard.guard(netguard.Policy(["127.0.0.0/8"])) as g:
+    ...     pass  # loopback allowed, anything else raises
+    """
+    return Guard(policy, mode, test=test, size=size, phase=phase)
+
+
+guard.__module__ = "netguard"
+
+
+def install_hooks(impl: Impl | None = None) -> Impl:
+    """Install the hooks of ``impl`` (default: the current one) and keep them installed
+    between guards until :func:`uninstall_hooks`. With no guard active nothing is checked.
+
+    For the pytest plugin, which installs once per session and switches the policy per
+    test by pointer; scripts need only :func:`guard`.
+    """
+    global _pinned
+    with _lock:
+        impl = impl if impl is not None else _impl.current()
+        if _hooks is None:
+            _adopt(impl)
+        elif _hooks is not impl:
+            raise RuntimeError(f"the hooks of {_hooks.name!r} are already installed")
+        _pinned = True
+        return impl
+
+
+def uninstall_hooks() -> None:
+    """Undo :func:`install_hooks`. ``RuntimeError`` while a guard is active."""
+    global _pinned
+    with _lock:
+        if _stack:
+            raise RuntimeError("cannot uninstall netguard's hooks while a guard is active")
+        _pinned = False
+        _release()
+
+
+def active_guard() -> Guard | None:
+    """The innermost active guard, or ``None``."""
+    with _lock:
+        return _stack[-1] if _stack else None
+
+
+# --------------------------------------------------------------------------- the callback
+
+
+def _on_denied(op: str, family: int, host: str | None, port: int | None) -> None:
+    """The deny callback given to ``impl.install``: record, then raise or warn.
+
+    Runs with the GIL on the thread that made the call, only for denied calls.
+    """
+    with _lock:
+        g = _stack[-1] if _stack else None
+        mode = g.mode if g is not None else _fallback_mode
+    violation = Violation(
+        op,
+        family,
+        host,
+        port,
+        format_destination(family, host, port),
+        threading.current_thread().name,
+        time.time(),
+        None if g is None else g.test,
+        None if g is None else g.size,
+        None if g is None else g.phase,
+    )
+    if g is not None:
+        if not g.enforcing:
+            return  # a denial judged just before a guard checking nothing took over
+        g._record(violation)
+    if mode == "warn":
+        warnings.warn(violation.warning(), stacklevel=_user_stacklevel())
+        return
+    raise violation.error()
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_skip_prefixes: tuple[str, ...] | None = None
+
+
+def _library_prefixes() -> tuple[str, ...]:
+    global _skip_prefixes
+    if _skip_prefixes is None:
+        import sysconfig
+
+        paths = sysconfig.get_paths()
+        prefixes = {_PACKAGE_DIR}
+        for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+            path = paths.get(key)
+            if path:
+                prefixes.add(os.path.join(os.path.abspath(path), ""))
+        _skip_prefixes = tuple(sorted(prefixes))
+    return _skip_prefixes
+
+
+def _is_library(filename: str) -> bool:
+    if filename.startswith("<"):  # <frozen ...>, <string>: not where a user wrote the call
+        return filename.startswith("<frozen")
+    if os.sep + "site-packages" + os.sep in filename or "dist-packages" in filename:
+        return True
+    return filename.startswith(_library_prefixes())
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` for ``warnings.warn`` in :func:`_on_denied` that points at the
+    first frame outside netguard, the standard library and installed packages: where the
+    user's code made the call (``requests.get(...)`` in a test, not urllib3's socket code).
+    Falls back to the first frame outside netguard."""
+    frame: FrameType | None = sys._getframe(2)  # called _on_denied (C hooks have none)
+    level = 2
+    fallback: int | None = None
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not filename.startswith(_PACKAGE_DIR):
+            if fallback is None:
+                fallback = level
+            if not _is_library(filename):
+                return level
+        frame = frame.f_back
+        level += 1
+    return fallback if fallback is not None else 2
