@@ -380,12 +380,13 @@ Policy_allows(PolicyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     if (nargs == 2 && args[1] != Py_None) {
-        port = PyLong_AsLong(args[1]);
+        int overflow;
+        port = PyLong_AsLongAndOverflow(args[1], &overflow);
         if (port == -1 && PyErr_Occurred()) {
             return NULL;
         }
-        if (port < 0 || port > 65535) {
-            PyErr_Format(PyExc_ValueError, "port must be 0..65535, not %ld", port);
+        if (overflow || port < 0 || port > 65535) {
+            PyErr_Format(PyExc_ValueError, "port must be 0..65535, not %R", args[1]);
             return NULL;
         }
     }

@@ -331,7 +331,13 @@ build_portsets(ports_pool *pool, PyObject *seq, uint32_t **in_ports_out, size_t 
             long prev_hi = -2;
             for (Py_ssize_t j = 0; j < m; j++) {
                 long lo, hi;
-                if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(ranges, j), "ll", &lo, &hi)) {
+                PyObject *item = PySequence_Fast_GET_ITEM(ranges, j);
+                if (!PyTuple_Check(item)) {
+                    Py_DECREF(ranges);
+                    PyErr_SetString(PyExc_TypeError, "a port range must be a (lo, hi) tuple");
+                    goto done;
+                }
+                if (!PyArg_ParseTuple(item, "ll", &lo, &hi)) {
                     Py_DECREF(ranges);
                     goto done;
                 }
@@ -530,7 +536,12 @@ policy_build(build_input *in, char **blob_out, size_t *size_out)
     for (Py_ssize_t i = 0; i < n_hosts; i++) {
         PyObject *pattern;
         Py_ssize_t ps;
-        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(hosts_fast, i), "Un", &pattern, &ps)) {
+        PyObject *item = PySequence_Fast_GET_ITEM(hosts_fast, i);
+        if (!PyTuple_Check(item)) {
+            PyErr_SetString(PyExc_TypeError, "a host rule must be a (pattern, portset) tuple");
+            goto done;
+        }
+        if (!PyArg_ParseTuple(item, "Un", &pattern, &ps)) {
             goto done;
         }
         if (ps < 0 || (size_t)ps >= n_in_ports) {

@@ -230,11 +230,15 @@ def test_warning_is_a_pytest_warning() -> None:
     )
     assert isinstance(w, pytest.PytestWarning)
     assert type(w).__module__ == "netguard"
-    assert str(w) == str(
-        NetworkViolationError("connect", socket.AF_INET, "192.0.2.10", 443, test="t", size="small")
+    err = NetworkViolationError(
+        "connect", socket.AF_INET, "192.0.2.10", 443, test="t", size="small"
     )
+    # the same text, but the warning says the call went through
+    first, _, rest = str(w).partition("\n")
+    assert first == "netguard let through connect to 192.0.2.10:443 (warn mode; strict blocks it)"
+    assert rest == str(err).partition("\n")[2]
     assert w.destination == "192.0.2.10:443"
-    with pytest.warns(NetworkViolationWarning, match=r"blocked connect to 192\.0\.2\.10:443"):
+    with pytest.warns(NetworkViolationWarning, match=r"let through connect to 192\.0\.2\.10:443"):
         warnings.warn(w, stacklevel=1)
 
 

@@ -597,7 +597,9 @@ def test_warn_mode_lets_the_call_through(impl: _impl.Impl, loopback_tcp_server: 
     assert isinstance(warning.message, NetworkViolationWarning)
     assert warning.message.destination == f"127.0.0.1:{address[1]}"
     assert warning.message.op == "connect"
-    assert str(warning.message).startswith(f"netguard blocked connect to 127.0.0.1:{address[1]}")
+    assert str(warning.message).startswith(
+        f"netguard let through connect to 127.0.0.1:{address[1]} (warn mode"
+    )
     # Attributed to the line that made the call, not to socket.py or netguard.
     assert (warning.filename, warning.lineno) == (__file__, line)
     [violation] = g.violations
@@ -900,7 +902,10 @@ def test_isolated_warn_mode_outside_destination(impl_name: str) -> None:
         """,
         impl_name,
     )
-    assert out.splitlines() == ["ENETUNREACH", "['netguard blocked sendto to 198.51.100.7:53']"]
+    assert out.splitlines() == [
+        "ENETUNREACH",
+        "['netguard let through sendto to 198.51.100.7:53 (warn mode; strict blocks it)']",
+    ]
 
 
 def test_isolated_backstop_catches_the_raw_socket_type() -> None:

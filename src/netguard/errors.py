@@ -206,9 +206,13 @@ def _format_message(
     hint: str,
     slug: str,
     swallowed: int,
+    blocked: bool,
 ) -> str:
     verb = "of" if op in DNS_OPS else "to"
-    lines = [f"netguard blocked {op} {verb} {destination}"]
+    if blocked:
+        lines = [f"netguard blocked {op} {verb} {destination}"]
+    else:
+        lines = [f"netguard let through {op} {verb} {destination} (warn mode; strict blocks it)"]
     if test is not None:
         where = ", ".join(
             part
@@ -266,6 +270,7 @@ class _ViolationData:
         phase: str | None,
         hint: str | None,
         swallowed: int,
+        blocked: bool = True,
     ) -> str:
         self.op = op
         self.family = family
@@ -290,6 +295,7 @@ class _ViolationData:
             self.hint,
             self.slug,
             swallowed,
+            blocked,
         )
         return self.message
 
@@ -379,7 +385,9 @@ class NetworkViolationWarning(_ViolationData, pytest.PytestWarning):
         hint: str | None = None,
         swallowed: int = 0,
     ) -> None:
-        message = self._init_data(op, family, host, port, test, size, phase, hint, swallowed)
+        message = self._init_data(
+            op, family, host, port, test, size, phase, hint, swallowed, blocked=False
+        )
         super().__init__(message)
 
 
