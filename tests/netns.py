@@ -40,7 +40,8 @@ __all__ = ["bring_up_loopback", "in_isolated_netns", "run_isolated"]
 HOW_TO_ENABLE = """\
 netguard's tests run code in a private network namespace (`unshare -rn`), which needs
 unprivileged user namespaces. Enable them, then rerun:
-  - Ubuntu 23.10 and later (AppArmor): sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0
+  - Ubuntu 23.10 and later (AppArmor):
+      sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0
   - Debian before 11, some hardened kernels: sudo sysctl -w kernel.unprivileged_userns_clone=1
   - everywhere: user.max_user_namespaces must be above 0 (sysctl user.max_user_namespaces)
   - in a container: allow unshare/clone with CLONE_NEWUSER (seccomp profile)
@@ -62,7 +63,11 @@ def _unshare() -> str:
         raise RuntimeError(f"`unshare` was not found on PATH.\n{HOW_TO_ENABLE}")
     if not _unshare_works:
         probe = subprocess.run(
-            [path, "-rn", "true"], capture_output=True, text=True, timeout=30, check=False
+            [path, "-rn", "--", sys.executable, "-c", ""],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
         )
         if probe.returncode != 0:
             raise RuntimeError(

@@ -153,7 +153,7 @@ def test_runs_the_same_interpreter() -> None:
 
 
 def test_missing_unshare_is_an_error_not_a_skip(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(netns.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(RuntimeError, match="unprivileged user namespaces"):
         run_isolated("pass")
 
@@ -161,7 +161,7 @@ def test_missing_unshare_is_an_error_not_a_skip(monkeypatch: pytest.MonkeyPatch)
 def test_unusable_unshare_is_an_error_not_a_skip(monkeypatch: pytest.MonkeyPatch) -> None:
     false = shutil.which("false")
     assert false is not None
-    monkeypatch.setattr(netns.shutil, "which", lambda name: false)
+    monkeypatch.setattr(shutil, "which", lambda name: false)
     monkeypatch.setattr(netns, "_unshare_works", False)
     with pytest.raises(RuntimeError, match="cannot create a network namespace"):
         run_isolated("pass")
