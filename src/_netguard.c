@@ -185,14 +185,20 @@ Policy_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"ipv4", "ipv6", "portsets", "unix", "hosts", "flags", NULL};
     build_input in = {0};
-    unsigned long flags = 0;
+    PyObject *flags_obj;
     PyObject *result = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*y*OOOk:Policy", kwlist, &in.v4, &in.v6,
-                                     &in.portsets, &in.unix, &in.hosts, &flags)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*y*OOOO!:Policy", kwlist, &in.v4, &in.v6,
+                                     &in.portsets, &in.unix, &in.hosts,
+                                     &PyLong_Type, &flags_obj)) {
         return NULL;
     }
-    if (flags & ~(unsigned long)NG_KNOWN_FLAGS) {
-        PyErr_Format(PyExc_ValueError, "unknown policy flags: %lu", flags);
+    int overflow;
+    long long flags = PyLong_AsLongLongAndOverflow(flags_obj, &overflow);
+    if (flags == -1 && PyErr_Occurred()) {
+        goto done;
+    }
+    if (overflow || flags < 0 || (flags & ~(long long)NG_KNOWN_FLAGS)) {
+        PyErr_Format(PyExc_ValueError, "unknown policy flags: %R", flags_obj);
         goto done;
     }
     in.flags = (uint32_t)flags;
@@ -314,8 +320,19 @@ policy_learn(PolicyObject *p, const char *name, size_t n, PyObject *addrs_hosts)
         PyObject *old = PyDict_GetItemWithError(p->learned, key);
         int r;
         if (old != NULL) {
-            PyObject *merged = PySequence_Concat(old, ports);
-            r = merged ? PyDict_SetItem(p->learned, key, merged) : -1;
+            /* the union: a repeated lookup must not grow the entry */
+            PyObject *merged = PySequence_List(old);
+            r = merged ? 0 : -1;
+            for (Py_ssize_t k = 0; r == 0 && k < PyTuple_GET_SIZE(ports); k++) {
+                PyObject *w = PyTuple_GET_ITEM(ports, k);
+                int has = PySequence_Contains(merged, w);
+                r = has < 0 ? -1 : has ? 0 : PyList_Append(merged, w);
+            }
+            if (r == 0 && PyList_GET_SIZE(merged) != PyTuple_GET_SIZE(old)) {
+                PyObject *t = PyList_AsTuple(merged);
+                r = t ? PyDict_SetItem(p->learned, key, t) : -1;
+                Py_XDECREF(t);
+            }
             Py_XDECREF(merged);
         }
         else {
@@ -411,12 +428,13 @@ Policy_allows(PolicyObject *self, PyObject *const *args, Py_ssize_t nargs)
         if (bytes == NULL) {
             return NULL;
         }
-        if (memchr(PyBytes_AS_STRING(bytes), '\0', (size_t)PyBytes_GET_SIZE(bytes))) {
-            Py_DECREF(bytes);
-            PyErr_SetString(PyExc_ValueError, "embedded NUL in a unix path");
-            return NULL;
+        const char *path_s = PyBytes_AS_STRING(bytes);
+        size_t path_n = (size_t)PyBytes_GET_SIZE(bytes);
+        const char *nul = memchr(path_s, '\0', path_n);
+        if (nul != NULL && path_s[0] != '@') {
+            path_n = (size_t)(nul - path_s); /* as connect() judges it */
         }
-        result = PyBool_FromLong(ng_view_allows_unix(v, PyBytes_AS_STRING(bytes)));
+        result = PyBool_FromLong(ng_view_allows_unix(v, path_s, path_n));
         Py_DECREF(bytes);
         return result;
 #else
@@ -452,6 +470,10 @@ Policy_allows(PolicyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (nn < 0) {
         Py_RETURN_FALSE;
     }
+    if (nn == 0) {
+        /* no name, no lookup */
+        return PyBool_FromLong(port < 0 || (v->h->flags & NG_ALLOW_ALL));
+    }
     bool by_rule, port_ok;
     bool ok = ng_view_allows_name(v, name, (size_t)nn, port, &by_rule, &port_ok);
     return PyBool_FromLong(port < 0 ? ok : port_ok);
@@ -484,8 +506,7 @@ Policy_count_allowed(PolicyObject *self, PyObject *args)
         for (size_t i = 0; i < n; i++) {
             uint32_t x;
             memcpy(&x, (const char *)buf.buf + 4 * i, 4);
-            uint32_t w = iv_lookup_v4(v, x);
-            count += w != NG_NO_PORTS && ports_contains(v->words, w, (uint32_t)port);
+            count += ng_view_allows_v4(v, x, (uint32_t)port);
         }
     }
     else {
@@ -494,8 +515,7 @@ Policy_count_allowed(PolicyObject *self, PyObject *args)
             u128 x;
             memcpy(&x.hi, (const char *)buf.buf + 16 * i, 8);
             memcpy(&x.lo, (const char *)buf.buf + 16 * i + 8, 8);
-            uint32_t w = iv_lookup_v6(v, x);
-            count += w != NG_NO_PORTS && ports_contains(v->words, w, (uint32_t)port);
+            count += ng_view_allows_v6(v, x, (uint32_t)port);
         }
     }
     PyBuffer_Release(&buf);
@@ -719,6 +739,34 @@ parse_port(PyObject *obj, long *port)
 
 static PyObject *result_hosts(int op, PyObject *result);
 
+/* AF_INET6 flowinfo and scope id as CPython reads them ("I": an index, masked to 32
+   bits; flowinfo at most 0xfffff). false: the original raises its own error. */
+static bool
+flow_scope_valid(PyObject *addr, Py_ssize_t size)
+{
+    for (Py_ssize_t i = 2; i < size; i++) {
+        PyObject *item = PyTuple_GET_ITEM(addr, i);
+        if (PyFloat_Check(item) || !PyIndex_Check(item)) {
+            return false;
+        }
+        PyObject *idx = PyNumber_Index(item);
+        if (idx == NULL) {
+            PyErr_Clear();
+            return false;
+        }
+        unsigned long v = PyLong_AsUnsignedLongMask(idx);
+        Py_DECREF(idx);
+        if (v == (unsigned long)-1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return false;
+        }
+        if (i == 2 && (v & 0xffffffffu) > 0xfffffu) {
+            return false;
+        }
+    }
+    return true;
+}
+
 /* (host, port, *rest of addr): the address tuple with the judged host and port. */
 static PyObject *
 replace_host_port(PyObject *addr, PyObject *host, long port)
@@ -759,6 +807,9 @@ judge_address(ng_state *st, PolicyObject *pol, int op, PyObject *sock, PyObject 
         long port;
         ng_addr a;
         if (!parse_port(PyTuple_GET_ITEM(addr, 1), &port)) {
+            return 0;
+        }
+        if (size > 2 && !flow_scope_valid(addr, size)) {
             return 0;
         }
         const char *s = NULL;
@@ -936,21 +987,23 @@ judge_address(ng_state *st, PolicyObject *pol, int op, PyObject *sock, PyObject 
             goto unix_done;
         }
         if (abstract) {
+            /* the kernel takes an abstract name whole, NULs included */
             buf[0] = '@';
             memcpy(buf + 1, p + 1, n - 1);
-            buf[n] = '\0';
         }
         else {
+            /* a path name ends at the first NUL, for the kernel too */
+            const char *nul = memchr(p, '\0', n);
+            n = nul ? (size_t)(nul - p) : n;
             memcpy(buf, p, n);
-            buf[n] = '\0';
         }
-        /* a path with a NUL inside is judged up to it: the kernel stops there too */
-        ok = ng_view_allows_unix(&pol->view, buf);
+        buf[n] = '\0';
+        ok = ng_view_allows_unix(&pol->view, buf, n);
         if (ok) {
             rc = 0;
         }
         else {
-            path = PyUnicode_DecodeFSDefault(buf);
+            path = PyUnicode_DecodeFSDefaultAndSize(buf, (Py_ssize_t)n);
             if (path != NULL) {
                 rc = deny(st, op, AF_UNIX, path, -1);
             }
@@ -1044,9 +1097,14 @@ hook_send_common(PyObject *self, PyObject *args, int op, PyCFunction orig, Py_ss
         return NULL;
     }
     if (r == 1) {
-        newargs = PyTuple_GetSlice(args, 0, PyTuple_GET_SIZE(args));
+        /* a fresh tuple: the caller's (maybe a constant) must not change */
+        Py_ssize_t n = PyTuple_GET_SIZE(args);
+        newargs = PyTuple_New(n);
         if (newargs == NULL) {
             goto done;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyTuple_SET_ITEM(newargs, i, Py_NewRef(PyTuple_GET_ITEM(args, i)));
         }
         Py_SETREF(((PyTupleObject *)newargs)->ob_item[pos], replacement);
         replacement = NULL;
@@ -1091,9 +1149,9 @@ static PyMethodDef hook_method_defs[4] = {
 /* ------------------------------------------------------------------------------------ */
 /* DNS hooks.                                                                            */
 
-/* The host argument of a lookup as normalised name bytes. Returns 1 when it is a lookup
-   to judge (name filled), 0 when it is not a lookup (None, "", numeric) or not parseable
-   (the original raises), -1 on error. */
+/* The host argument of a lookup, as normalised name bytes. Returns 1: a lookup of name;
+   2: numeric (*numeric filled); 3: a name too long for any rule (name holds its start);
+   0: no lookup (None, "") or not parseable (the original raises its own error). */
 static int
 lookup_name(PyObject *host, char name[256], Py_ssize_t *nn, ng_addr *numeric)
 {
@@ -1125,9 +1183,11 @@ lookup_name(PyObject *host, char name[256], Py_ssize_t *nn, ng_addr *numeric)
     else {
         *nn = (Py_ssize_t)ng_normalize_name(s, n, name);
         if (*nn < 0) {
-            *nn = (Py_ssize_t)(n > 255 ? 255 : n);
-            memcpy(name, s, (size_t)*nn);
-            name[*nn] = '\0';
+            /* too long to be a name any rule covers: judged as such, shown cut */
+            rc = 3;
+            *nn = 255;
+            memcpy(name, s, 255);
+            name[255] = '\0';
         }
     }
     Py_DECREF(b);
@@ -1235,7 +1295,8 @@ judge_lookup(ng_state *st, PolicyObject *pol, int op, PyObject *host, PyObject *
         return deny_name(st, op, text, (Py_ssize_t)strlen(text), -1);
     }
     bool by_rule, port_ok;
-    if (ng_view_allows_name(&pol->view, name, (size_t)*nn, port, &by_rule, &port_ok)) {
+    if (kind == 1 &&
+        ng_view_allows_name(&pol->view, name, (size_t)*nn, port, &by_rule, &port_ok)) {
         *learn = by_rule && !reverse;
         return 0;
     }

@@ -323,6 +323,11 @@ build_portsets(ports_pool *pool, PyObject *seq, uint32_t **in_ports_out, size_t 
                 goto done;
             }
             Py_ssize_t m = PySequence_Fast_GET_SIZE(ranges);
+            if (m == 0) {
+                Py_DECREF(ranges);
+                PyErr_SetString(PyExc_ValueError, "a port set must not be empty");
+                goto done;
+            }
             if (m > 32768) {
                 Py_DECREF(ranges);
                 PyErr_SetString(PyExc_ValueError, "port set has too many ranges");
@@ -557,9 +562,18 @@ policy_build(build_input *in, char **blob_out, size_t *size_out)
     }
 
     /* lay out the blob */
+    uint32_t bits4 = ng_index_bits((uint32_t)iv4.n), bits6 = ng_index_bits((uint32_t)iv6.n);
+    size_t n_index4 = bits4 ? ((size_t)1 << bits4) + 1 : 0;
+    size_t n_index6 = bits6 ? ((size_t)1 << bits6) + 1 : 0;
+    if (iv4.n > UINT32_MAX / 16 || iv6.n > UINT32_MAX / 64) {
+        PyErr_SetString(PyExc_OverflowError, "policy too large");
+        goto done;
+    }
     size_t off_v4 = align8(sizeof(ng_header));
-    size_t off_v6 = align8(off_v4 + iv4.n * 12);
-    size_t off_words = align8(off_v6 + iv6.n * 36);
+    size_t off_v4_index = align8(off_v4 + iv4.n * 12);
+    size_t off_v6 = align8(off_v4_index + n_index4 * 4);
+    size_t off_v6_index = align8(off_v6 + iv6.n * 36);
+    size_t off_words = align8(off_v6_index + n_index6 * 4);
     size_t off_unix = align8(off_words + pool.n * 4);
     size_t off_hosts = align8(off_unix + (size_t)n_unix * sizeof(ng_string_ref));
     size_t off_strings = align8(off_hosts + (size_t)n_hosts * sizeof(ng_host_ref));
@@ -583,6 +597,10 @@ policy_build(build_input *in, char **blob_out, size_t *size_out)
     h->off_v4 = (uint32_t)off_v4;
     h->n_v6 = (uint32_t)iv6.n;
     h->off_v6 = (uint32_t)off_v6;
+    h->v4_bits = bits4;
+    h->off_v4_index = bits4 ? (uint32_t)off_v4_index : 0;
+    h->v6_bits = bits6;
+    h->off_v6_index = bits6 ? (uint32_t)off_v6_index : 0;
     h->n_words = (uint32_t)pool.n;
     h->off_words = (uint32_t)off_words;
     h->n_unix = (uint32_t)n_unix;
@@ -606,6 +624,17 @@ policy_build(build_input *in, char **blob_out, size_t *size_out)
         e6[2 * i] = iv6.items[i].end.hi;
         e6[2 * i + 1] = iv6.items[i].end.lo;
         p6[i] = iv6.items[i].ports;
+    }
+    if (bits4) {
+        h->v4_shift = ng_common_prefix_v4(s4[0], e4[iv4.n - 1]);
+        ng_index_fill_v4(s4, (uint32_t)iv4.n, h->v4_shift, bits4,
+                         (uint32_t *)(blob + off_v4_index));
+    }
+    if (bits6) {
+        u128 first = {s6[0], s6[1]}, last = {e6[2 * iv6.n - 2], e6[2 * iv6.n - 1]};
+        h->v6_shift = ng_common_prefix_v6(first, last);
+        ng_index_fill_v6(s6, (uint32_t)iv6.n, h->v6_shift, bits6,
+                         (uint32_t *)(blob + off_v6_index));
     }
     if (pool.n) {
         memcpy(blob + off_words, pool.words, pool.n * 4);

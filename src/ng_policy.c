@@ -43,6 +43,142 @@ bad:
     return false;
 }
 
+/* ------------------------------------------------------------------------------------ */
+/* Lookup indexes.                                                                       */
+
+uint32_t
+ng_index_bits(uint32_t n)
+{
+    /* about 4 to 8 intervals a bucket; small tables do without */
+    uint32_t log2 = 0;
+    while (log2 < 31 && (1u << (log2 + 1)) <= n) {
+        log2++;
+    }
+    if (log2 < 6) {
+        return 0;
+    }
+    return log2 - 2 > NG_INDEX_MAX_BITS ? NG_INDEX_MAX_BITS : log2 - 2;
+}
+
+uint32_t
+ng_common_prefix_v4(uint32_t a, uint32_t b)
+{
+    uint32_t x = a ^ b, bits = 0;
+    while (bits < 32 && !(x & (0x80000000u >> bits))) {
+        bits++;
+    }
+    return bits;
+}
+
+uint32_t
+ng_common_prefix_v6(u128 a, u128 b)
+{
+    uint64_t x = a.hi ^ b.hi;
+    uint32_t bits = 0;
+    if (x == 0) {
+        x = a.lo ^ b.lo;
+        bits = 64;
+        if (x == 0) {
+            return 128;
+        }
+    }
+    while (!(x & (0x8000000000000000ull >> (bits % 64)))) {
+        bits++;
+    }
+    return bits;
+}
+
+void
+ng_index_fill_v4(const uint32_t *start, uint32_t n, uint32_t shift, uint32_t bits,
+                 uint32_t *index)
+{
+    /* count the starts of each key into index[key + 1], then sum */
+    for (uint32_t i = 0; i < n; i++) {
+        index[iv_key_v4(start[i], shift, bits) + 1]++;
+    }
+    for (uint32_t k = 1; k <= (1u << bits); k++) {
+        index[k] += index[k - 1];
+    }
+}
+
+void
+ng_index_fill_v6(const uint64_t *start, uint32_t n, uint32_t shift, uint32_t bits,
+                 uint32_t *index)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        u128 s = {start[2 * i], start[2 * i + 1]};
+        index[iv_key_v6(s, shift, bits) + 1]++;
+    }
+    for (uint32_t k = 1; k <= (1u << bits); k++) {
+        index[k] += index[k - 1];
+    }
+}
+
+/* A stored index must be exactly what the builder would write for these intervals:
+   then every lookup stays in bounds and finds the right interval. */
+static bool
+index_ok_v4(const ng_view *v)
+{
+    const ng_header *h = v->h;
+    if (h->v4_bits == 0) {
+        return h->v4_shift == 0;
+    }
+    if (h->n_v4 == 0 ||
+        h->v4_shift != ng_common_prefix_v4(v->v4_start[0], v->v4_end[h->n_v4 - 1])) {
+        return false;
+    }
+    const uint32_t *idx = v->v4_index;
+    if (idx[0] != 0 || idx[1u << h->v4_bits] != h->n_v4) {
+        return false;
+    }
+    for (uint32_t k = 1; k <= (1u << h->v4_bits); k++) {
+        if (idx[k] < idx[k - 1]) {
+            return false;
+        }
+    }
+    for (uint32_t i = 0; i < h->n_v4; i++) {
+        uint32_t key = iv_key_v4(v->v4_start[i], h->v4_shift, h->v4_bits);
+        if (!(idx[key] <= i && i < idx[key + 1])) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool
+index_ok_v6(const ng_view *v)
+{
+    const ng_header *h = v->h;
+    if (h->v6_bits == 0) {
+        return h->v6_shift == 0;
+    }
+    if (h->n_v6 == 0) {
+        return false;
+    }
+    u128 first = {v->v6_start[0], v->v6_start[1]};
+    u128 last = {v->v6_end[2 * (h->n_v6 - 1)], v->v6_end[2 * (h->n_v6 - 1) + 1]};
+    if (h->v6_shift != ng_common_prefix_v6(first, last)) {
+        return false;
+    }
+    const uint32_t *idx = v->v6_index;
+    if (idx[0] != 0 || idx[1u << h->v6_bits] != h->n_v6) {
+        return false;
+    }
+    for (uint32_t k = 1; k <= (1u << h->v6_bits); k++) {
+        if (idx[k] < idx[k - 1]) {
+            return false;
+        }
+    }
+    for (uint32_t i = 0; i < h->n_v6; i++) {
+        u128 s = {v->v6_start[2 * i], v->v6_start[2 * i + 1]};
+        uint32_t key = iv_key_v6(s, h->v6_shift, h->v6_bits);
+        if (!(idx[key] <= i && i < idx[key + 1])) {
+            return false;
+        }
+    }
+    return true;
+}
+
 const char *
 ng_view_init(const char *blob, size_t size, ng_view *v)
 {
@@ -62,8 +198,16 @@ ng_view_init(const char *blob, size_t size, ng_view *v)
     if (h->flags & ~NG_KNOWN_FLAGS) {
         return "malformed policy blob: unknown flags";
     }
+    if (h->v4_bits > NG_INDEX_MAX_BITS || h->v6_bits > NG_INDEX_MAX_BITS ||
+        h->v4_shift > 32 || h->v6_shift > 128) {
+        return "malformed policy blob: bad index parameters";
+    }
+    size_t n_index4 = h->v4_bits ? ((size_t)1 << h->v4_bits) + 1 : 0;
+    size_t n_index6 = h->v6_bits ? ((size_t)1 << h->v6_bits) + 1 : 0;
     if (!blob_section_ok(h, h->off_v4, (size_t)h->n_v4 * 12) ||
         !blob_section_ok(h, h->off_v6, (size_t)h->n_v6 * 36) ||
+        (n_index4 && !blob_section_ok(h, h->off_v4_index, n_index4 * 4)) ||
+        (n_index6 && !blob_section_ok(h, h->off_v6_index, n_index6 * 4)) ||
         !blob_section_ok(h, h->off_words, (size_t)h->n_words * 4) ||
         !blob_section_ok(h, h->off_unix, (size_t)h->n_unix * sizeof(ng_string_ref)) ||
         !blob_section_ok(h, h->off_hosts, (size_t)h->n_hosts * sizeof(ng_host_ref)) ||
@@ -77,6 +221,8 @@ ng_view_init(const char *blob, size_t size, ng_view *v)
     v->v6_start = (const uint64_t *)(blob + h->off_v6);
     v->v6_end = v->v6_start + 2 * (size_t)h->n_v6;
     v->v6_ports = (const uint32_t *)(v->v6_end + 2 * (size_t)h->n_v6);
+    v->v4_index = n_index4 ? (const uint32_t *)(blob + h->off_v4_index) : NULL;
+    v->v6_index = n_index6 ? (const uint32_t *)(blob + h->off_v6_index) : NULL;
     v->words = (const uint32_t *)(blob + h->off_words);
     v->unix_refs = (const ng_string_ref *)(blob + h->off_unix);
     v->host_refs = (const ng_host_ref *)(blob + h->off_hosts);
@@ -106,6 +252,9 @@ ng_view_init(const char *blob, size_t size, ng_view *v)
         if (!blob_ports_ok(h, v->words, v->v6_ports[i])) {
             return "malformed policy blob: bad port set";
         }
+    }
+    if (!index_ok_v4(v) || !index_ok_v6(v)) {
+        return "malformed policy blob: bad lookup index";
     }
     for (uint32_t i = 0; i < h->n_unix; i++) {
         const ng_string_ref *r = &v->unix_refs[i];
@@ -385,10 +534,10 @@ glob_class(const char *pat, unsigned char c, const char **end)
 }
 
 bool
-ng_glob_match(const char *pat, const char *str)
+ng_glob_match(const char *pat, const char *str, size_t n)
 {
-    const char *star_pat = NULL, *star_str = NULL;
-    while (*str != '\0') {
+    const char *star_pat = NULL, *star_str = NULL, *stop = str + n;
+    while (str < stop) {
         if (*pat == '*') {
             star_pat = ++pat;
             star_str = str;
@@ -433,13 +582,13 @@ ng_glob_match(const char *pat, const char *str)
 
 #ifdef NG_HAVE_UNIX
 bool
-ng_view_allows_unix(const ng_view *v, const char *path)
+ng_view_allows_unix(const ng_view *v, const char *path, size_t n)
 {
     if (v->h->flags & NG_ALLOW_ALL) {
         return true;
     }
     for (uint32_t i = 0; i < v->h->n_unix; i++) {
-        if (ng_glob_match(v->strings + v->unix_refs[i].offset, path)) {
+        if (ng_glob_match(v->strings + v->unix_refs[i].offset, path, n)) {
             return true;
         }
     }

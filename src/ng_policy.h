@@ -99,7 +99,9 @@ u128_from_bytes(const unsigned char b[16])
  *
  *   header
  *   v4:    uint32 start[n_v4], uint32 end[n_v4], uint32 ports[n_v4]      (inclusive ends)
+ *   v4 index: uint32 index[2^v4_bits + 1] (absent when v4_bits is 0)
  *   v6:    uint64 start[2*n_v6] (hi, lo), uint64 end[2*n_v6], uint32 ports[n_v6]
+ *   v6 index: as for v4
  *   ports: uint32 words; a port set at word p is words[p] = count | NG_PORTS_ANY?,
  *          followed by count words (lo << 16 | hi), sorted and disjoint
  *   unix:  n_unix x {uint32 offset, uint32 length} into strings (globs, fs-encoded)
@@ -107,7 +109,12 @@ u128_from_bytes(const unsigned char b[16])
  *   strings
  *
  * Intervals are sorted and disjoint, so a lookup is one binary search for the last
- * start <= address, then one comparison with its end.
+ * start <= address, then one comparison with its end. Large tables carry an index that
+ * narrows the search to a few intervals: the key of an address is the `bits` bits that
+ * follow the `shift` bits every address of the table shares (the common prefix of the
+ * first start and the last end), and index[k] is the number of intervals whose start has
+ * a key below k. Keys grow with addresses, so the first start above an address lies in
+ * [index[key], index[key + 1]].
  */
 typedef struct {
     char magic[8];
@@ -121,7 +128,11 @@ typedef struct {
     uint32_t n_unix, off_unix;
     uint32_t n_hosts, off_hosts;
     uint32_t n_strings, off_strings;
+    uint32_t v4_bits, v4_shift, off_v4_index;
+    uint32_t v6_bits, v6_shift, off_v6_index;
 } ng_header;
+
+#define NG_INDEX_MAX_BITS 20u
 
 typedef struct {
     uint32_t offset;
@@ -138,9 +149,9 @@ typedef struct {
 /* Read-only view of a validated blob. */
 typedef struct {
     const ng_header *h;
-    const uint32_t *v4_start, *v4_end, *v4_ports;
+    const uint32_t *v4_start, *v4_end, *v4_ports, *v4_index;
     const uint64_t *v6_start, *v6_end;
-    const uint32_t *v6_ports;
+    const uint32_t *v6_ports, *v6_index;
     const uint32_t *words;
     const ng_string_ref *unix_refs;
     const ng_host_ref *host_refs;
@@ -184,12 +195,48 @@ ports_contains(const uint32_t *words, uint32_t p, uint32_t port)
 /* ------------------------------------------------------------------------------------ */
 /* Lookups on a view.                                                                    */
 
+/* Index keys (see the layout above); shift + bits may pass the end of the address, which
+   shifts in zeros and keeps keys growing with addresses. */
+static inline uint32_t
+iv_key_v4(uint32_t addr, uint32_t shift, uint32_t bits)
+{
+    uint32_t moved = (uint32_t)(((uint64_t)addr << shift) & 0xffffffffu);
+    return moved >> (32 - bits);
+}
+
+static inline uint32_t
+iv_key_v6(u128 addr, uint32_t shift, uint32_t bits)
+{
+    uint64_t top;
+    if (shift == 0) {
+        top = addr.hi;
+    }
+    else if (shift < 64) {
+        top = addr.hi << shift | addr.lo >> (64 - shift);
+    }
+    else if (shift < 128) {
+        top = addr.lo << (shift - 64);
+    }
+    else {
+        top = 0;
+    }
+    return (uint32_t)(top >> (64 - bits));
+}
+
 static inline uint32_t
 iv_lookup_v4(const ng_view *v, uint32_t addr)
 {
     uint32_t n = v->h->n_v4;
+    if (n == 0 || addr < v->v4_start[0] || addr > v->v4_end[n - 1]) {
+        return NG_NO_PORTS;
+    }
     uint32_t lo = 0, hi = n;
-    /* find the first start > addr; the candidate is the one before it */
+    if (v->h->v4_bits != 0) {
+        uint32_t key = iv_key_v4(addr, v->h->v4_shift, v->h->v4_bits);
+        lo = v->v4_index[key];
+        hi = v->v4_index[key + 1];
+    }
+    /* the first start > addr; the candidate is the one before it (start[0] <= addr) */
     while (lo < hi) {
         uint32_t mid = lo + (hi - lo) / 2;
         if (v->v4_start[mid] <= addr) {
@@ -199,7 +246,7 @@ iv_lookup_v4(const ng_view *v, uint32_t addr)
             hi = mid;
         }
     }
-    if (lo == 0 || v->v4_end[lo - 1] < addr) {
+    if (v->v4_end[lo - 1] < addr) {
         return NG_NO_PORTS;
     }
     return v->v4_ports[lo - 1];
@@ -209,19 +256,29 @@ static inline uint32_t
 iv_lookup_v6(const ng_view *v, u128 addr)
 {
     uint32_t n = v->h->n_v6;
+    if (n == 0) {
+        return NG_NO_PORTS;
+    }
+    u128 first = {v->v6_start[0], v->v6_start[1]};
+    u128 last = {v->v6_end[2 * (n - 1)], v->v6_end[2 * (n - 1) + 1]};
+    if (u128_cmp(addr, first) < 0 || u128_cmp(addr, last) > 0) {
+        return NG_NO_PORTS;
+    }
     uint32_t lo = 0, hi = n;
+    if (v->h->v6_bits != 0) {
+        uint32_t key = iv_key_v6(addr, v->h->v6_shift, v->h->v6_bits);
+        lo = v->v6_index[key];
+        hi = v->v6_index[key + 1];
+    }
     while (lo < hi) {
         uint32_t mid = lo + (hi - lo) / 2;
-        u128 s = {v->v6_start[2 * mid], v->v6_start[2 * mid + 1]};
-        if (u128_cmp(s, addr) <= 0) {
+        uint64_t sh = v->v6_start[2 * mid];
+        if (sh < addr.hi || (sh == addr.hi && v->v6_start[2 * mid + 1] <= addr.lo)) {
             lo = mid + 1;
         }
         else {
             hi = mid;
         }
-    }
-    if (lo == 0) {
-        return NG_NO_PORTS;
     }
     u128 e = {v->v6_end[2 * (lo - 1)], v->v6_end[2 * (lo - 1) + 1]};
     if (u128_cmp(e, addr) < 0) {
@@ -229,6 +286,16 @@ iv_lookup_v6(const ng_view *v, u128 addr)
     }
     return v->v6_ports[lo - 1];
 }
+
+/* Index construction, shared by the builder and the blob check. */
+uint32_t ng_index_bits(uint32_t n);
+uint32_t ng_common_prefix_v4(uint32_t a, uint32_t b);
+uint32_t ng_common_prefix_v6(u128 a, u128 b);
+/* Fill index[0 .. 2^bits] (zeroed by the caller). */
+void ng_index_fill_v4(const uint32_t *start, uint32_t n, uint32_t shift, uint32_t bits,
+                      uint32_t *index);
+void ng_index_fill_v6(const uint64_t *start, uint32_t n, uint32_t shift, uint32_t bits,
+                      uint32_t *index);
 
 /* ------------------------------------------------------------------------------------ */
 /* Addresses.                                                                            */
@@ -242,28 +309,56 @@ extern const unsigned char ng_v4mapped_prefix[12];
 
 /* Judge against the tables: v4-mapped as IPv4, the unspecified address as loopback.
    Returns the port word index or NG_NO_PORTS. */
+/* The judged forms of an address: the unspecified address means this host; a v4-mapped
+   address is IPv4. Each returns the port word or NG_NO_PORTS. */
+static inline uint32_t
+iv_lookup_norm_v4(const ng_view *v, uint32_t addr)
+{
+    return iv_lookup_v4(v, addr == 0 ? 0x7f000001u : addr);
+}
+
+static inline uint32_t
+iv_lookup_norm_v6(const ng_view *v, u128 addr)
+{
+    if (addr.hi == 0 && addr.lo >> 32 == 0xffffu) {
+        return iv_lookup_norm_v4(v, (uint32_t)addr.lo);
+    }
+    if (addr.hi == 0 && addr.lo == 0) {
+        addr.lo = 1; /* :: is ::1 */
+    }
+    return iv_lookup_v6(v, addr);
+}
+
 static inline uint32_t
 iv_lookup_addr(const ng_view *v, const ng_addr *a)
 {
     const unsigned char *b = a->bytes;
-    uint32_t v4;
     if (a->family == AF_INET6) {
-        if (memcmp(b, ng_v4mapped_prefix, 12) == 0) {
-            b += 12;
-            goto ipv4;
-        }
-        u128 x = u128_from_bytes(b);
-        if (x.hi == 0 && x.lo == 0) {
-            x.lo = 1; /* :: means this host */
-        }
-        return iv_lookup_v6(v, x);
+        return iv_lookup_norm_v6(v, u128_from_bytes(b));
     }
-ipv4:
-    v4 = (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
-    if (v4 == 0) {
-        v4 = 0x7f000001u; /* 0.0.0.0 means this host */
+    return iv_lookup_norm_v4(v, (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 |
+                                    (uint32_t)b[2] << 8 | b[3]);
+}
+
+/* The static verdict for an address of either family and a port. */
+static inline bool
+ng_view_allows_v4(const ng_view *v, uint32_t addr, uint32_t port)
+{
+    if (v->h->flags & NG_ALLOW_ALL) {
+        return true;
     }
-    return iv_lookup_v4(v, v4);
+    uint32_t w = iv_lookup_norm_v4(v, addr);
+    return w != NG_NO_PORTS && ports_contains(v->words, w, port);
+}
+
+static inline bool
+ng_view_allows_v6(const ng_view *v, u128 addr, uint32_t port)
+{
+    if (v->h->flags & NG_ALLOW_ALL) {
+        return true;
+    }
+    uint32_t w = iv_lookup_norm_v6(v, addr);
+    return w != NG_NO_PORTS && ports_contains(v->words, w, port);
 }
 
 /* Validate a blob and fill a view of it: NULL on success, else what is wrong. */
@@ -286,11 +381,11 @@ bool ng_host_pattern_matches(const char *pat, size_t plen, const char *name, siz
 bool ng_view_allows_name(const ng_view *v, const char *name, size_t n, long port,
                          bool *by_rule, bool *port_ok);
 
-/* fnmatch.fnmatchcase semantics on bytes (see ng_policy.c). */
-bool ng_glob_match(const char *pat, const char *str);
+/* fnmatch.fnmatchcase semantics on the n bytes of str (see ng_policy.c). */
+bool ng_glob_match(const char *pat, const char *str, size_t n);
 
 #ifdef NG_HAVE_UNIX
-bool ng_view_allows_unix(const ng_view *v, const char *path);
+bool ng_view_allows_unix(const ng_view *v, const char *path, size_t n);
 #endif
 
 #endif /* NETGUARD_NG_POLICY_H */
