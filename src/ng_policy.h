@@ -361,6 +361,45 @@ ng_view_allows_v6(const ng_view *v, u128 addr, uint32_t port)
     return w != NG_NO_PORTS && ports_contains(v->words, w, port);
 }
 
+/* The common form, fast: four decimal parts without leading zeros ("127.0.0.1"). Any
+   other form (and any failure here) goes to ng_parse_numeric, which reads it as the
+   kernel does; the two agree on every string this accepts. */
+static inline bool
+ng_parse_dotted_quad(const char *s, size_t n, uint32_t *out)
+{
+    uint32_t addr = 0, part = 0, digits = 0, dots = 0;
+    if (n < 7 || n > 15) {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '.') {
+            if (digits == 0 || ++dots > 3) {
+                return false;
+            }
+            addr = addr << 8 | part;
+            part = digits = 0;
+        }
+        else if (c >= '0' && c <= '9') {
+            if (digits > 0 && part == 0) {
+                return false; /* a leading zero reads as octal: not ours */
+            }
+            part = part * 10 + (c - '0');
+            if (part > 255 || ++digits > 3) {
+                return false;
+            }
+        }
+        else {
+            return false;
+        }
+    }
+    if (dots != 3 || digits == 0) {
+        return false;
+    }
+    *out = addr << 8 | part;
+    return true;
+}
+
 /* Validate a blob and fill a view of it: NULL on success, else what is wrong. */
 const char *ng_view_init(const char *blob, size_t size, ng_view *v);
 
