@@ -572,7 +572,7 @@ policy_build(build_input *in, char **blob_out, size_t *size_out)
     size_t off_v4 = align8(sizeof(ng_header));
     size_t off_v4_index = align8(off_v4 + iv4.n * 12);
     size_t off_v6 = align8(off_v4_index + n_index4 * 4);
-    size_t off_v6_index = align8(off_v6 + iv6.n * 36);
+    size_t off_v6_index = align8(off_v6 + iv6.n * sizeof(ng_rec6));
     size_t off_words = align8(off_v6_index + n_index6 * 4);
     size_t off_unix = align8(off_words + pool.n * 4);
     size_t off_hosts = align8(off_unix + (size_t)n_unix * sizeof(ng_string_ref));
@@ -616,14 +616,10 @@ policy_build(build_input *in, char **blob_out, size_t *size_out)
         e4[i] = (uint32_t)iv4.items[i].end.lo;
         p4[i] = iv4.items[i].ports;
     }
-    uint64_t *s6 = (uint64_t *)(blob + off_v6), *e6 = s6 + 2 * iv6.n;
-    uint32_t *p6 = (uint32_t *)(e6 + 2 * iv6.n);
+    ng_rec6 *r6 = (ng_rec6 *)(blob + off_v6);
     for (size_t i = 0; i < iv6.n; i++) {
-        s6[2 * i] = iv6.items[i].start.hi;
-        s6[2 * i + 1] = iv6.items[i].start.lo;
-        e6[2 * i] = iv6.items[i].end.hi;
-        e6[2 * i + 1] = iv6.items[i].end.lo;
-        p6[i] = iv6.items[i].ports;
+        r6[i] = (ng_rec6){iv6.items[i].start.hi, iv6.items[i].start.lo, iv6.items[i].end.hi,
+                          iv6.items[i].end.lo, iv6.items[i].ports, 0};
     }
     if (bits4) {
         h->v4_shift = ng_common_prefix_v4(s4[0], e4[iv4.n - 1]);
@@ -631,9 +627,10 @@ policy_build(build_input *in, char **blob_out, size_t *size_out)
                          (uint32_t *)(blob + off_v4_index));
     }
     if (bits6) {
-        u128 first = {s6[0], s6[1]}, last = {e6[2 * iv6.n - 2], e6[2 * iv6.n - 1]};
+        u128 first = {r6[0].start_hi, r6[0].start_lo};
+        u128 last = {r6[iv6.n - 1].end_hi, r6[iv6.n - 1].end_lo};
         h->v6_shift = ng_common_prefix_v6(first, last);
-        ng_index_fill_v6(s6, (uint32_t)iv6.n, h->v6_shift, bits6,
+        ng_index_fill_v6(r6, (uint32_t)iv6.n, h->v6_shift, bits6,
                          (uint32_t *)(blob + off_v6_index));
     }
     if (pool.n) {

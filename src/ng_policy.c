@@ -49,7 +49,8 @@ bad:
 uint32_t
 ng_index_bits(uint32_t n)
 {
-    /* about 4 to 8 intervals a bucket; small tables do without */
+    /* about 1 to 2 intervals a bucket, so a search touches one line of starts; small
+       tables do without */
     uint32_t log2 = 0;
     while (log2 < 31 && (1u << (log2 + 1)) <= n) {
         log2++;
@@ -57,7 +58,7 @@ ng_index_bits(uint32_t n)
     if (log2 < 6) {
         return 0;
     }
-    return log2 - 2 > NG_INDEX_MAX_BITS ? NG_INDEX_MAX_BITS : log2 - 2;
+    return log2 > NG_INDEX_MAX_BITS ? NG_INDEX_MAX_BITS : log2;
 }
 
 uint32_t
@@ -102,11 +103,11 @@ ng_index_fill_v4(const uint32_t *start, uint32_t n, uint32_t shift, uint32_t bit
 }
 
 void
-ng_index_fill_v6(const uint64_t *start, uint32_t n, uint32_t shift, uint32_t bits,
+ng_index_fill_v6(const ng_rec6 *recs, uint32_t n, uint32_t shift, uint32_t bits,
                  uint32_t *index)
 {
     for (uint32_t i = 0; i < n; i++) {
-        u128 s = {start[2 * i], start[2 * i + 1]};
+        u128 s = {recs[i].start_hi, recs[i].start_lo};
         index[iv_key_v6(s, shift, bits) + 1]++;
     }
     for (uint32_t k = 1; k <= (1u << bits); k++) {
@@ -155,8 +156,8 @@ index_ok_v6(const ng_view *v)
     if (h->n_v6 == 0) {
         return false;
     }
-    u128 first = {v->v6_start[0], v->v6_start[1]};
-    u128 last = {v->v6_end[2 * (h->n_v6 - 1)], v->v6_end[2 * (h->n_v6 - 1) + 1]};
+    u128 first = {v->v6[0].start_hi, v->v6[0].start_lo};
+    u128 last = {v->v6[h->n_v6 - 1].end_hi, v->v6[h->n_v6 - 1].end_lo};
     if (h->v6_shift != ng_common_prefix_v6(first, last)) {
         return false;
     }
@@ -170,7 +171,7 @@ index_ok_v6(const ng_view *v)
         }
     }
     for (uint32_t i = 0; i < h->n_v6; i++) {
-        u128 s = {v->v6_start[2 * i], v->v6_start[2 * i + 1]};
+        u128 s = {v->v6[i].start_hi, v->v6[i].start_lo};
         uint32_t key = iv_key_v6(s, h->v6_shift, h->v6_bits);
         if (!(idx[key] <= i && i < idx[key + 1])) {
             return false;
@@ -205,7 +206,7 @@ ng_view_init(const char *blob, size_t size, ng_view *v)
     size_t n_index4 = h->v4_bits ? ((size_t)1 << h->v4_bits) + 1 : 0;
     size_t n_index6 = h->v6_bits ? ((size_t)1 << h->v6_bits) + 1 : 0;
     if (!blob_section_ok(h, h->off_v4, (size_t)h->n_v4 * 12) ||
-        !blob_section_ok(h, h->off_v6, (size_t)h->n_v6 * 36) ||
+        !blob_section_ok(h, h->off_v6, (size_t)h->n_v6 * sizeof(ng_rec6)) ||
         (n_index4 && !blob_section_ok(h, h->off_v4_index, n_index4 * 4)) ||
         (n_index6 && !blob_section_ok(h, h->off_v6_index, n_index6 * 4)) ||
         !blob_section_ok(h, h->off_words, (size_t)h->n_words * 4) ||
@@ -218,9 +219,7 @@ ng_view_init(const char *blob, size_t size, ng_view *v)
     v->v4_start = (const uint32_t *)(blob + h->off_v4);
     v->v4_end = v->v4_start + h->n_v4;
     v->v4_ports = v->v4_end + h->n_v4;
-    v->v6_start = (const uint64_t *)(blob + h->off_v6);
-    v->v6_end = v->v6_start + 2 * (size_t)h->n_v6;
-    v->v6_ports = (const uint32_t *)(v->v6_end + 2 * (size_t)h->n_v6);
+    v->v6 = (const ng_rec6 *)(blob + h->off_v6);
     v->v4_index = n_index4 ? (const uint32_t *)(blob + h->off_v4_index) : NULL;
     v->v6_index = n_index6 ? (const uint32_t *)(blob + h->off_v6_index) : NULL;
     v->words = (const uint32_t *)(blob + h->off_words);
@@ -238,18 +237,18 @@ ng_view_init(const char *blob, size_t size, ng_view *v)
         }
     }
     for (uint32_t i = 0; i < h->n_v6; i++) {
-        u128 s = {v->v6_start[2 * i], v->v6_start[2 * i + 1]};
-        u128 e = {v->v6_end[2 * i], v->v6_end[2 * i + 1]};
+        u128 s = {v->v6[i].start_hi, v->v6[i].start_lo};
+        u128 e = {v->v6[i].end_hi, v->v6[i].end_lo};
         if (u128_cmp(s, e) > 0) {
             goto v6_bad;
         }
         if (i > 0) {
-            u128 pe = {v->v6_end[2 * i - 2], v->v6_end[2 * i - 1]};
+            u128 pe = {v->v6[i - 1].end_hi, v->v6[i - 1].end_lo};
             if (u128_cmp(pe, s) >= 0) {
                 goto v6_bad;
             }
         }
-        if (!blob_ports_ok(h, v->words, v->v6_ports[i])) {
+        if (v->v6[i].reserved != 0 || !blob_ports_ok(h, v->words, v->v6[i].ports)) {
             return "malformed policy blob: bad port set";
         }
     }

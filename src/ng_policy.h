@@ -100,7 +100,8 @@ u128_from_bytes(const unsigned char b[16])
  *   header
  *   v4:    uint32 start[n_v4], uint32 end[n_v4], uint32 ports[n_v4]      (inclusive ends)
  *   v4 index: uint32 index[2^v4_bits + 1] (absent when v4_bits is 0)
- *   v6:    uint64 start[2*n_v6] (hi, lo), uint64 end[2*n_v6], uint32 ports[n_v6]
+ *   v6:    n_v6 x ng_rec6 {start hi, lo; end hi, lo; ports}: one record, so that the
+ *          interval a search ends on brings its end and ports in the same cache line
  *   v6 index: as for v4
  *   ports: uint32 words; a port set at word p is words[p] = count | NG_PORTS_ANY?,
  *          followed by count words (lo << 16 | hi), sorted and disjoint
@@ -135,6 +136,13 @@ typedef struct {
 #define NG_INDEX_MAX_BITS 20u
 
 typedef struct {
+    uint64_t start_hi, start_lo;
+    uint64_t end_hi, end_lo;
+    uint32_t ports;
+    uint32_t reserved;
+} ng_rec6;
+
+typedef struct {
     uint32_t offset;
     uint32_t length;
 } ng_string_ref;
@@ -150,8 +158,8 @@ typedef struct {
 typedef struct {
     const ng_header *h;
     const uint32_t *v4_start, *v4_end, *v4_ports, *v4_index;
-    const uint64_t *v6_start, *v6_end;
-    const uint32_t *v6_ports, *v6_index;
+    const ng_rec6 *v6;
+    const uint32_t *v6_index;
     const uint32_t *words;
     const ng_string_ref *unix_refs;
     const ng_host_ref *host_refs;
@@ -259,8 +267,8 @@ iv_lookup_v6(const ng_view *v, u128 addr)
     if (n == 0) {
         return NG_NO_PORTS;
     }
-    u128 first = {v->v6_start[0], v->v6_start[1]};
-    u128 last = {v->v6_end[2 * (n - 1)], v->v6_end[2 * (n - 1) + 1]};
+    u128 first = {v->v6[0].start_hi, v->v6[0].start_lo};
+    u128 last = {v->v6[n - 1].end_hi, v->v6[n - 1].end_lo};
     if (u128_cmp(addr, first) < 0 || u128_cmp(addr, last) > 0) {
         return NG_NO_PORTS;
     }
@@ -272,19 +280,20 @@ iv_lookup_v6(const ng_view *v, u128 addr)
     }
     while (lo < hi) {
         uint32_t mid = lo + (hi - lo) / 2;
-        uint64_t sh = v->v6_start[2 * mid];
-        if (sh < addr.hi || (sh == addr.hi && v->v6_start[2 * mid + 1] <= addr.lo)) {
+        uint64_t sh = v->v6[mid].start_hi;
+        if (sh < addr.hi || (sh == addr.hi && v->v6[mid].start_lo <= addr.lo)) {
             lo = mid + 1;
         }
         else {
             hi = mid;
         }
     }
-    u128 e = {v->v6_end[2 * (lo - 1)], v->v6_end[2 * (lo - 1) + 1]};
+    const ng_rec6 *r = &v->v6[lo - 1];
+    u128 e = {r->end_hi, r->end_lo};
     if (u128_cmp(e, addr) < 0) {
         return NG_NO_PORTS;
     }
-    return v->v6_ports[lo - 1];
+    return r->ports;
 }
 
 /* Index construction, shared by the builder and the blob check. */
@@ -294,7 +303,7 @@ uint32_t ng_common_prefix_v6(u128 a, u128 b);
 /* Fill index[0 .. 2^bits] (zeroed by the caller). */
 void ng_index_fill_v4(const uint32_t *start, uint32_t n, uint32_t shift, uint32_t bits,
                       uint32_t *index);
-void ng_index_fill_v6(const uint64_t *start, uint32_t n, uint32_t shift, uint32_t bits,
+void ng_index_fill_v6(const ng_rec6 *recs, uint32_t n, uint32_t shift, uint32_t bits,
                       uint32_t *index);
 
 /* ------------------------------------------------------------------------------------ */

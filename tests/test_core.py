@@ -515,9 +515,11 @@ def test_constructor_fuzz(
 
 # --------------------------------------------------------------------------- the blob
 
-# The header of the blob (src/ng_policy.h, ng_header): magic, then 16 uint32 fields in the
-# byte order of the machine that wrote it.
-HEADER = struct.Struct("=8s16I")
+# The header of the blob (src/ng_policy.h, ng_header): magic, then 22 uint32 fields in the
+# byte order of the machine that wrote it. IPv6 intervals are 40-byte records
+# {start hi, lo; end hi, lo; ports, reserved}.
+HEADER = struct.Struct("=8s22I")
+V6_RECORD = 40
 FIELDS = (
     "version",
     "byte_order",
@@ -535,6 +537,12 @@ FIELDS = (
     "off_hosts",
     "n_strings",
     "off_strings",
+    "v4_bits",
+    "v4_shift",
+    "off_v4_index",
+    "v6_bits",
+    "v6_shift",
+    "off_v6_index",
 )
 
 
@@ -688,15 +696,17 @@ def test_v4_intervals_unsorted_overlapping_or_reversed(blob: bytes) -> None:
 
 def test_v6_intervals_unsorted_overlapping_or_reversed(blob: bytes) -> None:
     h = header(blob)
-    n, off = h["n_v6"], h["off_v6"]
-    start, end = off, off + 16 * n  # (hi, lo) uint64 pairs
-    s1_hi = struct.unpack_from("=Q", blob, start + 16)[0]
-    s1_lo = struct.unpack_from("=Q", blob, start + 24)[0]
+    off = h["off_v6"]
+    start, end = off, off + 16  # record 0: start at +0, end at +16; record 1 at +40
+    s1_hi = struct.unpack_from("=Q", blob, start + V6_RECORD)[0]
+    s1_lo = struct.unpack_from("=Q", blob, start + V6_RECORD + 8)[0]
     e0_hi = struct.unpack_from("=Q", blob, end)[0]
     for bad in (
         with_u64(with_u64(blob, end, s1_hi), end + 8, s1_lo),  # end[0] == start[1]
         with_u64(blob, start, e0_hi + 1),  # start[0] > end[0] (high word)
-        with_u64(with_u64(blob, start + 16, 0), start + 24, 0),  # start[1] before start[0]
+        with_u64(
+            with_u64(blob, start + V6_RECORD, 0), start + V6_RECORD + 8, 0
+        ),  # start[1] < start[0]
     ):
         with pytest.raises(ValueError):
             ng.Policy.from_bytes(bad)
@@ -705,7 +715,7 @@ def test_v6_intervals_unsorted_overlapping_or_reversed(blob: bytes) -> None:
 def test_bad_port_set_index(blob: bytes) -> None:
     h = header(blob)
     v4_ports = h["off_v4"] + 8 * h["n_v4"]
-    v6_ports = h["off_v6"] + 32 * h["n_v6"]
+    v6_ports = h["off_v6"] + 32  # the ports of record 0
     host_ports = h["off_hosts"] + 8  # {offset, length, ports, reserved}
     for where in (v4_ports, v6_ports, host_ports, host_ports + 16):
         for value in (h["n_words"], h["n_words"] + 1, 0x80000000, 0xFFFFFFFF):
@@ -729,7 +739,7 @@ def test_bad_port_set_contents(blob: bytes) -> None:
         with pytest.raises(ValueError):
             ng.Policy.from_bytes(bad)
     # a set of two ranges out of order
-    p2 = u32(blob, h["off_v6"] + 32 * h["n_v6"])  # 2001:db8::/48: {80-81, 8000}
+    p2 = u32(blob, h["off_v6"] + 32)  # 2001:db8::/48: {80-81, 8000}
     head2 = words + 4 * p2
     assert u32(blob, head2) == 2
     first, second = u32(blob, head2 + 4), u32(blob, head2 + 8)
@@ -854,3 +864,25 @@ def test_no_leaks_over_many_calls() -> None:
     )
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
     assert "leakcheck: ok" in result.stdout, result.stdout
+
+
+def test_bad_lookup_index() -> None:
+    # 200 disjoint /24s: enough intervals for an index; corrupt it in every way that
+    # could send a lookup out of bounds or to the wrong interval.
+    p = policy(*(f"10.{i}.0.0/24" for i in range(200)))
+    blob = p.to_bytes()
+    h = header(blob)
+    assert h["v4_bits"] > 0
+    index = h["off_v4_index"]
+    last = index + 4 * (1 << h["v4_bits"])
+    for bad in (
+        with_u32(blob, index, 1),  # index[0] must be 0
+        with_u32(blob, last, h["n_v4"] + 1),  # the last entry must be n
+        with_u32(blob, index + 4 * 5, 0xFFFFFFFF),  # not monotonic / out of range
+        with_field(blob, v4_shift=h["v4_shift"] + 1),  # not the common prefix
+        with_field(blob, v4_bits=h["v4_bits"] + 1),  # a section of the wrong size
+        with_field(blob, v4_bits=21),  # over the limit
+    ):
+        with pytest.raises(ValueError):
+            ng.Policy.from_bytes(bad)
+    assert ng.Policy.from_bytes(blob).allows("10.150.0.7", 80)

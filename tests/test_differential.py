@@ -451,3 +451,48 @@ def test_reference_blob_round_trip(allow_all: bool) -> None:
         C.from_bytes(ref.to_bytes())
     with pytest.raises(ValueError):
         REF.from_bytes(C.compile(rules).to_bytes())
+
+
+# ----------------------------------------------------------------- large, indexed tables
+
+
+def _random_rule(rng: random.Random, family: int) -> str:
+    """A random CIDR rule with a port set; clustered often, so buckets fill unevenly."""
+    if family == 4:
+        plen = rng.choice([8, 12, 16, 20, 24, 26, 28, 30, 32])
+        addr = rng.getrandbits(32)
+        if rng.random() < 0.4:
+            addr = 0x0A000000 | rng.getrandbits(20) << 4  # inside 10.0.0.0/8
+    else:
+        plen = rng.choice([24, 48, 56, 64, 96, 112, 120, 128])
+        addr = rng.getrandbits(128)
+        if rng.random() < 0.6:
+            addr = 0x20010DB8 << 96 | rng.getrandbits(96)  # inside 2001:db8::/32
+            plen = max(plen, 56)
+    net = ipaddress.ip_network((addr, plen), strict=False)
+    ports = rng.choice(["", ":443", ":80,8000-8100", ":1-1024"])
+    if family == 6 and ports:
+        return f"[{net}]{ports}"
+    return f"{net}{ports}"
+
+
+@pytest.mark.parametrize("family", [4, 6])
+@pytest.mark.parametrize("count", [150, 600, 4000])
+def test_large_tables_agree(family: int, count: int) -> None:
+    # Enough intervals for the C lookup index (64 and more); the reference has none.
+    rng = random.Random(count * 10 + family)
+    rules = rules_of(_random_rule(rng, family) for _ in range(count))
+    c, ref = compile_both(rules)
+    if count >= 600:
+        assert sum(c.intervals) >= 256  # well into the indexed range
+    bits = 32 if family == 4 else 128
+    queries: list[int] = []
+    for rule in rng.sample(rules, min(len(rules), 120)):
+        queries += [rule.first, rule.last, rule.first - 1, rule.last + 1]
+        queries.append(rng.randint(rule.first, rule.last))
+    queries += [rng.getrandbits(bits) for _ in range(150)]
+    for value in queries:
+        value %= 1 << bits
+        host = str(ipaddress.ip_address(value) if family == 4 else ipaddress.IPv6Address(value))
+        for port in (443, 8050):
+            assert c.allows(host, port) == ref.allows(host, port), (host, port)
