@@ -122,6 +122,65 @@ event_cmp(const void *a, const void *b)
     return u128_cmp(((const sweep_event *)a)->pos, ((const sweep_event *)b)->pos);
 }
 
+static inline uint32_t
+event_digit(const sweep_event *e, int d)
+{
+    uint64_t word = d < 4 ? e->pos.lo : e->pos.hi;
+    return (uint32_t)(word >> (16 * (d % 4))) & 0xffffu;
+}
+
+/*
+ * Sort events by position: an LSD radix sort on 16-bit digits, stable, skipping the
+ * digits every key shares (IPv4 keys have five of eight). For a million rules this is
+ * several times faster than qsort with a comparison callback. 0, or -1 with an exception.
+ */
+static int
+events_sort(sweep_event *ev, size_t n)
+{
+    if (n < 256 || n > UINT32_MAX) {
+        qsort(ev, n, sizeof(sweep_event), event_cmp);
+        return 0;
+    }
+    sweep_event *tmp = PyMem_Malloc(n * sizeof(sweep_event));
+    uint32_t *count = PyMem_Calloc(8 * (size_t)65536, sizeof(uint32_t));
+    if (tmp == NULL || count == NULL) {
+        PyMem_Free(tmp);
+        PyMem_Free(count);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        for (int d = 0; d < 8; d++) {
+            count[(size_t)d * 65536 + event_digit(&ev[i], d)]++;
+        }
+    }
+    sweep_event *src = ev, *dst = tmp;
+    for (int d = 0; d < 8; d++) {
+        uint32_t *c = count + (size_t)d * 65536;
+        if (c[event_digit(&src[0], d)] == n) {
+            continue; /* every key has this digit */
+        }
+        uint32_t sum = 0;
+        for (size_t k = 0; k < 65536; k++) {
+            uint32_t v = c[k];
+            c[k] = sum;
+            sum += v;
+        }
+        for (size_t i = 0; i < n; i++) {
+            dst[c[event_digit(&src[i], d)]++] = src[i];
+        }
+        sweep_event *t = src;
+        src = dst;
+        dst = t;
+    }
+    if (src != ev) {
+        memcpy(ev, src, n * sizeof(sweep_event));
+    }
+    PyMem_Free(tmp);
+    PyMem_Free(count);
+    return 0;
+}
+
 typedef struct {
     u128 start, end;
     uint32_t ports;
@@ -242,7 +301,9 @@ sweep_build(ports_pool *pool, const uint32_t *in_ports, size_t n_in_ports,
         PyErr_NoMemory();
         goto done;
     }
-    qsort(ev, n_ev, sizeof(sweep_event), event_cmp);
+    if (events_sort(ev, n_ev) < 0) {
+        goto done;
+    }
 
     size_t i = 0;
     while (i < n_ev) {
