@@ -849,6 +849,254 @@ fast_allowed(ng_state *st, PolicyObject *pol, PyObject *sock, PyObject *addr)
 }
 
 /*
+ * A host name in an address: judged by the DNS policy; then, when resolving (the hooks,
+ * not the audit backstop), looked up once here with the original getaddrinfo, the first
+ * address judged, and the original call handed that number (no second lookup, no gap
+ * between check and use). Same returns as judge_address. name_obj is borrowed.
+ */
+static int
+judge_name(ng_state *st, PolicyObject *pol, int op, PyObject *sock, PyObject *addr,
+           PyObject *name_obj, const char *s, Py_ssize_t n, long port, bool resolve,
+           PyObject **replacement)
+{
+    int family = sock_int(sock, st->off_family);
+    Py_ssize_t size = PyTuple_GET_SIZE(addr);
+    ng_addr a;
+    char name[256];
+    Py_ssize_t nn = (Py_ssize_t)ng_normalize_name(s, (size_t)n, name);
+    bool by_rule = false, port_ok = false;
+    int rc = -1;
+    PyObject *infos = NULL, *newaddr = NULL;
+    if (nn < 0 || !ng_view_allows_name(&pol->view, name, (size_t)nn, port, &by_rule,
+                                      &port_ok)) {
+        if (deny_name(st, op, nn < 0 ? s : name, nn < 0 ? n : nn, port) < 0) {
+            goto done;
+        }
+        port_ok = true; /* let through (warn mode): one event per call */
+    }
+    if (!resolve) {
+        rc = 0;
+        goto done;
+    }
+    /* resolve once, under our control, and hand the original a numeric address */
+    PyThreadState *me = marker_set(st);
+    infos = PyObject_CallFunction(st->orig_getaddrinfo, "Olii", name_obj, port, family,
+                                  sock_int(sock, st->off_type));
+    marker_clear(st, me);
+    if (infos == NULL) {
+        goto done;
+    }
+    if (!PyList_Check(infos) || PyList_GET_SIZE(infos) == 0) {
+        PyErr_SetString(PyExc_OSError, "getaddrinfo returned an empty list");
+        goto done;
+    }
+    PyObject *info = PyList_GET_ITEM(infos, 0);
+    PyObject *sa;
+    if (!PyTuple_Check(info) || PyTuple_GET_SIZE(info) != 5 ||
+        !PyTuple_Check(sa = PyTuple_GET_ITEM(info, 4)) || PyTuple_GET_SIZE(sa) < 2) {
+        PyErr_SetString(PyExc_OSError, "unexpected getaddrinfo result");
+        goto done;
+    }
+    PyObject *ip = PyTuple_GET_ITEM(sa, 0);
+    Py_ssize_t iplen;
+    const char *ips = PyUnicode_Check(ip) ? PyUnicode_AsUTF8AndSize(ip, &iplen) : NULL;
+    if (ips == NULL || !ng_parse_numeric(ips, (size_t)iplen, family, &a)) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_OSError, "unexpected getaddrinfo result");
+        }
+        goto done;
+    }
+    if (by_rule) {
+        /* a lookup allowed by a host rule: its addresses are learned */
+        PyObject *hosts = result_hosts(OP_GETADDRINFO, infos);
+        int r = hosts ? policy_learn(pol, name, (size_t)nn, hosts) : -1;
+        Py_XDECREF(hosts);
+        if (r < 0) {
+            goto done;
+        }
+    }
+    if (!port_ok && !policy_allows_addr(pol, &a, port) &&
+        deny_addr(st, op, &a, port) < 0) {
+        goto done;
+    }
+    if (family == AF_INET) {
+        newaddr = replace_host_port(addr, ip, port);
+    }
+    else {
+        /* the caller's flowinfo and scope id win over the resolved ones */
+        PyObject *flow = size > 2 ? PyTuple_GET_ITEM(addr, 2)
+                                  : (PyTuple_GET_SIZE(sa) > 2 ? PyTuple_GET_ITEM(sa, 2)
+                                                              : NULL);
+        PyObject *scope = size > 3 ? PyTuple_GET_ITEM(addr, 3)
+                                   : (PyTuple_GET_SIZE(sa) > 3 ? PyTuple_GET_ITEM(sa, 3)
+                                                               : NULL);
+        if (flow != NULL && scope != NULL) {
+            newaddr = Py_BuildValue("(OlOO)", ip, port, flow, scope);
+        }
+        else {
+            newaddr = Py_BuildValue("(Ol)", ip, port);
+        }
+    }
+    if (newaddr == NULL) {
+        goto done;
+    }
+    *replacement = newaddr;
+    newaddr = NULL;
+    rc = 1;
+done:
+    Py_XDECREF(infos);
+    Py_XDECREF(newaddr);
+    return rc;
+}
+
+/* An AF_INET/AF_INET6 address tuple, parsed as CPython parses it. */
+static int
+judge_inet(ng_state *st, PolicyObject *pol, int op, PyObject *sock, PyObject *addr,
+           bool resolve, PyObject **replacement)
+{
+    int family = sock_int(sock, st->off_family);
+    Py_ssize_t size;
+    if (!PyTuple_Check(addr) || (size = PyTuple_GET_SIZE(addr)) < 2 ||
+        (family == AF_INET && size != 2) || size > 4) {
+        return 0;
+    }
+    PyObject *host = PyTuple_GET_ITEM(addr, 0);
+    long port;
+    ng_addr a;
+    if (!parse_port(PyTuple_GET_ITEM(addr, 1), &port)) {
+        return 0;
+    }
+    if (size > 2 && !flow_scope_valid(addr, size)) {
+        return 0;
+    }
+    const char *s = NULL;
+    Py_ssize_t n = 0;
+    PyObject *hb = NULL;
+    if (PyUnicode_Check(host) && PyUnicode_IS_ASCII(host)) {
+        s = (const char *)PyUnicode_DATA(host);
+        n = PyUnicode_GET_LENGTH(host);
+    }
+    else if (PyBytes_Check(host)) {
+        s = PyBytes_AS_STRING(host);
+        n = PyBytes_GET_SIZE(host);
+    }
+    else if (PyUnicode_Check(host) || PyByteArray_Check(host)) {
+        hb = host_as_bytes(host);
+        if (hb == NULL) {
+            PyErr_Clear(); /* the original raises the same encoding error */
+            return 0;
+        }
+        s = PyBytes_AS_STRING(hb);
+        n = PyBytes_GET_SIZE(hb);
+    }
+    else {
+        return 0;
+    }
+    if (memchr(s, '\0', (size_t)n) != NULL) {
+        Py_XDECREF(hb);
+        return 0; /* CPython rejects embedded NULs */
+    }
+    bool numeric;
+    if (n == 0) {
+        memset(&a, 0, sizeof(a)); /* "" is INADDR_ANY / in6addr_any */
+        a.family = family;
+        numeric = true;
+    }
+    else if (family == AF_INET && n == 11 && memcmp(s, "<broadcast>", 11) == 0) {
+        a.family = AF_INET;
+        memset(a.bytes, 0xff, 4);
+        numeric = true;
+    }
+    else {
+        /* either family: an address of the other family is no lookup either;
+           CPython then fails to convert it, or (v4-mapped) connects to it */
+        numeric = ng_parse_numeric(s, (size_t)n, AF_UNSPEC, &a);
+    }
+    if (numeric) {
+        int rc = 0;
+        if (!policy_allows_addr(pol, &a, port) && deny_addr(st, op, &a, port) < 0) {
+            rc = -1;
+        }
+        else if (resolve && (hb != NULL || !PyLong_CheckExact(PyTuple_GET_ITEM(addr, 1)))) {
+            /* a bytearray host or an __index__ port could read differently when the
+               original converts them again: hand it the values that were judged */
+            *replacement = replace_host_port(addr, hb ? hb : host, port);
+            rc = *replacement ? 1 : -1;
+        }
+        Py_XDECREF(hb);
+        return rc;
+    }
+
+    PyObject *name_obj = hb ? hb : host;
+    int rc = judge_name(st, pol, op, sock, addr, name_obj, s, n, port, resolve, replacement);
+    Py_XDECREF(hb);
+    return rc;
+}
+
+#ifdef NG_HAVE_UNIX
+/* An AF_UNIX path (str, bytes or any buffer): judged by the unix globs. */
+static int
+judge_unix(ng_state *st, PolicyObject *pol, int op, PyObject *addr)
+{
+    Py_buffer view;
+    PyObject *enc = NULL, *path = NULL;
+    int rc = -1;
+    bool ok;
+    if (PyUnicode_Check(addr)) {
+        enc = PyUnicode_EncodeFSDefault(addr);
+        if (enc == NULL) {
+            PyErr_Clear();
+            return 0;
+        }
+    }
+    if (PyObject_GetBuffer(enc ? enc : addr, &view, PyBUF_SIMPLE) < 0) {
+        PyErr_Clear();
+        Py_XDECREF(enc);
+        return 0;
+    }
+    const char *p = view.buf;
+    size_t n = (size_t)view.len;
+    bool abstract = n > 0 && p[0] == '\0';
+    char small[256];
+    char *buf = n + 2 <= sizeof(small) ? small : PyMem_Malloc(n + 2);
+    if (buf == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (abstract) {
+        /* the kernel takes an abstract name whole, NULs included */
+        buf[0] = '@';
+        memcpy(buf + 1, p + 1, n - 1);
+    }
+    else {
+        /* a path name ends at the first NUL, for the kernel too */
+        const char *nul = memchr(p, '\0', n);
+        n = nul ? (size_t)(nul - p) : n;
+        memcpy(buf, p, n);
+    }
+    buf[n] = '\0';
+    ok = ng_view_allows_unix(&pol->view, buf, n);
+    if (ok) {
+        rc = 0;
+    }
+    else {
+        path = PyUnicode_DecodeFSDefaultAndSize(buf, (Py_ssize_t)n);
+        if (path != NULL) {
+            rc = deny(st, op, AF_UNIX, path, -1);
+        }
+    }
+    if (buf != small) {
+        PyMem_Free(buf);
+    }
+done:
+    PyBuffer_Release(&view);
+    Py_XDECREF(enc);
+    Py_XDECREF(path);
+    return rc;
+}
+#endif
+
+/*
  * Judge an address argument. Returns -1 (exception set), 0 (pass the original address),
  * or 1 (pass *replacement, a new reference: a host name was resolved here). In audit mode
  * (resolve == false) names are judged by the DNS policy only.
@@ -859,224 +1107,11 @@ judge_address(ng_state *st, PolicyObject *pol, int op, PyObject *sock, PyObject 
 {
     int family = sock_int(sock, st->off_family);
     if (family == AF_INET || family == AF_INET6) {
-        Py_ssize_t size;
-        if (!PyTuple_Check(addr) || (size = PyTuple_GET_SIZE(addr)) < 2 ||
-            (family == AF_INET && size != 2) || size > 4) {
-            return 0;
-        }
-        PyObject *host = PyTuple_GET_ITEM(addr, 0);
-        long port;
-        ng_addr a;
-        if (!parse_port(PyTuple_GET_ITEM(addr, 1), &port)) {
-            return 0;
-        }
-        if (size > 2 && !flow_scope_valid(addr, size)) {
-            return 0;
-        }
-        const char *s = NULL;
-        Py_ssize_t n = 0;
-        PyObject *hb = NULL;
-        if (PyUnicode_Check(host) && PyUnicode_IS_ASCII(host)) {
-            s = (const char *)PyUnicode_DATA(host);
-            n = PyUnicode_GET_LENGTH(host);
-        }
-        else if (PyBytes_Check(host)) {
-            s = PyBytes_AS_STRING(host);
-            n = PyBytes_GET_SIZE(host);
-        }
-        else if (PyUnicode_Check(host) || PyByteArray_Check(host)) {
-            hb = host_as_bytes(host);
-            if (hb == NULL) {
-                PyErr_Clear(); /* the original raises the same encoding error */
-                return 0;
-            }
-            s = PyBytes_AS_STRING(hb);
-            n = PyBytes_GET_SIZE(hb);
-        }
-        else {
-            return 0;
-        }
-        if (memchr(s, '\0', (size_t)n) != NULL) {
-            Py_XDECREF(hb);
-            return 0; /* CPython rejects embedded NULs */
-        }
-        bool numeric;
-        if (n == 0) {
-            memset(&a, 0, sizeof(a)); /* "" is INADDR_ANY / in6addr_any */
-            a.family = family;
-            numeric = true;
-        }
-        else if (family == AF_INET && n == 11 && memcmp(s, "<broadcast>", 11) == 0) {
-            a.family = AF_INET;
-            memset(a.bytes, 0xff, 4);
-            numeric = true;
-        }
-        else {
-            /* either family: an address of the other family is no lookup either;
-               CPython then fails to convert it, or (v4-mapped) connects to it */
-            numeric = ng_parse_numeric(s, (size_t)n, AF_UNSPEC, &a);
-        }
-        if (numeric) {
-            int rc = 0;
-            if (!policy_allows_addr(pol, &a, port) && deny_addr(st, op, &a, port) < 0) {
-                rc = -1;
-            }
-            else if (resolve && (hb != NULL || !PyLong_CheckExact(PyTuple_GET_ITEM(addr, 1)))) {
-                /* a bytearray host or an __index__ port could read differently when the
-                   original converts them again: hand it the values that were judged */
-                *replacement = replace_host_port(addr, hb ? hb : host, port);
-                rc = *replacement ? 1 : -1;
-            }
-            Py_XDECREF(hb);
-            return rc;
-        }
-
-        /* a host name: the DNS policy first */
-        char name[256];
-        Py_ssize_t nn = (Py_ssize_t)ng_normalize_name(s, (size_t)n, name);
-        PyObject *name_obj = hb ? hb : Py_NewRef(host); /* owns hb */
-        bool by_rule = false, port_ok = false;
-        int rc = -1;
-        PyObject *infos = NULL, *newaddr = NULL;
-        if (nn < 0 || !ng_view_allows_name(&pol->view, name, (size_t)nn, port, &by_rule,
-                                          &port_ok)) {
-            if (deny_name(st, op, nn < 0 ? s : name, nn < 0 ? n : nn, port) < 0) {
-                goto name_done;
-            }
-            port_ok = true; /* let through (warn mode): one event per call */
-        }
-        if (!resolve) {
-            rc = 0;
-            goto name_done;
-        }
-        /* resolve once, under our control, and hand the original a numeric address */
-        PyThreadState *me = marker_set(st);
-        infos = PyObject_CallFunction(st->orig_getaddrinfo, "Olii", name_obj, port, family,
-                                      sock_int(sock, st->off_type));
-        marker_clear(st, me);
-        if (infos == NULL) {
-            goto name_done;
-        }
-        if (!PyList_Check(infos) || PyList_GET_SIZE(infos) == 0) {
-            PyErr_SetString(PyExc_OSError, "getaddrinfo returned an empty list");
-            goto name_done;
-        }
-        PyObject *info = PyList_GET_ITEM(infos, 0);
-        PyObject *sa;
-        if (!PyTuple_Check(info) || PyTuple_GET_SIZE(info) != 5 ||
-            !PyTuple_Check(sa = PyTuple_GET_ITEM(info, 4)) || PyTuple_GET_SIZE(sa) < 2) {
-            PyErr_SetString(PyExc_OSError, "unexpected getaddrinfo result");
-            goto name_done;
-        }
-        PyObject *ip = PyTuple_GET_ITEM(sa, 0);
-        Py_ssize_t iplen;
-        const char *ips = PyUnicode_Check(ip) ? PyUnicode_AsUTF8AndSize(ip, &iplen) : NULL;
-        if (ips == NULL || !ng_parse_numeric(ips, (size_t)iplen, family, &a)) {
-            if (!PyErr_Occurred()) {
-                PyErr_SetString(PyExc_OSError, "unexpected getaddrinfo result");
-            }
-            goto name_done;
-        }
-        if (by_rule) {
-            /* a lookup allowed by a host rule: its addresses are learned */
-            PyObject *hosts = result_hosts(OP_GETADDRINFO, infos);
-            int r = hosts ? policy_learn(pol, name, (size_t)nn, hosts) : -1;
-            Py_XDECREF(hosts);
-            if (r < 0) {
-                goto name_done;
-            }
-        }
-        if (!port_ok && !policy_allows_addr(pol, &a, port) &&
-            deny_addr(st, op, &a, port) < 0) {
-            goto name_done;
-        }
-        if (family == AF_INET) {
-            newaddr = replace_host_port(addr, ip, port);
-        }
-        else {
-            /* the caller's flowinfo and scope id win over the resolved ones */
-            PyObject *flow = size > 2 ? PyTuple_GET_ITEM(addr, 2)
-                                      : (PyTuple_GET_SIZE(sa) > 2 ? PyTuple_GET_ITEM(sa, 2)
-                                                                  : NULL);
-            PyObject *scope = size > 3 ? PyTuple_GET_ITEM(addr, 3)
-                                       : (PyTuple_GET_SIZE(sa) > 3 ? PyTuple_GET_ITEM(sa, 3)
-                                                                   : NULL);
-            if (flow != NULL && scope != NULL) {
-                newaddr = Py_BuildValue("(OlOO)", ip, port, flow, scope);
-            }
-            else {
-                newaddr = Py_BuildValue("(Ol)", ip, port);
-            }
-        }
-        if (newaddr == NULL) {
-            goto name_done;
-        }
-        *replacement = newaddr;
-        newaddr = NULL;
-        rc = 1;
-    name_done:
-        Py_DECREF(name_obj);
-        Py_XDECREF(infos);
-        Py_XDECREF(newaddr);
-        return rc;
+        return judge_inet(st, pol, op, sock, addr, resolve, replacement);
     }
 #ifdef NG_HAVE_UNIX
     if (family == AF_UNIX) {
-        Py_buffer view;
-        PyObject *enc = NULL, *path = NULL;
-        int rc = -1;
-        bool ok;
-        if (PyUnicode_Check(addr)) {
-            enc = PyUnicode_EncodeFSDefault(addr);
-            if (enc == NULL) {
-                PyErr_Clear();
-                return 0;
-            }
-        }
-        if (PyObject_GetBuffer(enc ? enc : addr, &view, PyBUF_SIMPLE) < 0) {
-            PyErr_Clear();
-            Py_XDECREF(enc);
-            return 0;
-        }
-        const char *p = view.buf;
-        size_t n = (size_t)view.len;
-        bool abstract = n > 0 && p[0] == '\0';
-        char small[256];
-        char *buf = n + 2 <= sizeof(small) ? small : PyMem_Malloc(n + 2);
-        if (buf == NULL) {
-            PyErr_NoMemory();
-            goto unix_done;
-        }
-        if (abstract) {
-            /* the kernel takes an abstract name whole, NULs included */
-            buf[0] = '@';
-            memcpy(buf + 1, p + 1, n - 1);
-        }
-        else {
-            /* a path name ends at the first NUL, for the kernel too */
-            const char *nul = memchr(p, '\0', n);
-            n = nul ? (size_t)(nul - p) : n;
-            memcpy(buf, p, n);
-        }
-        buf[n] = '\0';
-        ok = ng_view_allows_unix(&pol->view, buf, n);
-        if (ok) {
-            rc = 0;
-        }
-        else {
-            path = PyUnicode_DecodeFSDefaultAndSize(buf, (Py_ssize_t)n);
-            if (path != NULL) {
-                rc = deny(st, op, AF_UNIX, path, -1);
-            }
-        }
-        if (buf != small) {
-            PyMem_Free(buf);
-        }
-    unix_done:
-        PyBuffer_Release(&view);
-        Py_XDECREF(enc);
-        Py_XDECREF(path);
-        return rc;
+        return judge_unix(st, pol, op, addr);
     }
 #endif
     return 0; /* AF_NETLINK and every other family are not network destinations */
@@ -1486,30 +1521,27 @@ audit_hook(const char *event, PyObject *args, void *Py_UNUSED(data))
     if (strncmp(event, "socket.", 7) != 0) {
         return 0;
     }
-    const char *e = event + 7;
-    int op;
-    if (strcmp(e, "connect") == 0) {
-        op = OP_CONNECT;
+    /* the events of the calls that reach the network, by name after "socket." */
+    static const struct {
+        const char *name;
+        int op;
+    } events[] = {
+        {"connect", OP_CONNECT},
+        {"sendto", OP_SENDTO},
+        {"sendmsg", OP_SENDMSG},
+        {"getaddrinfo", OP_GETADDRINFO},
+        {"gethostbyname", OP_GETHOSTBYNAME},
+        {"gethostbyaddr", OP_GETHOSTBYADDR},
+        {"getnameinfo", OP_GETNAMEINFO},
+    };
+    int op = -1;
+    for (size_t i = 0; i < sizeof(events) / sizeof(events[0]); i++) {
+        if (strcmp(event + 7, events[i].name) == 0) {
+            op = events[i].op;
+            break;
+        }
     }
-    else if (strcmp(e, "sendto") == 0) {
-        op = OP_SENDTO;
-    }
-    else if (strcmp(e, "sendmsg") == 0) {
-        op = OP_SENDMSG;
-    }
-    else if (strcmp(e, "getaddrinfo") == 0) {
-        op = OP_GETADDRINFO;
-    }
-    else if (strcmp(e, "gethostbyname") == 0) {
-        op = OP_GETHOSTBYNAME;
-    }
-    else if (strcmp(e, "gethostbyaddr") == 0) {
-        op = OP_GETHOSTBYADDR;
-    }
-    else if (strcmp(e, "getnameinfo") == 0) {
-        op = OP_GETNAMEINFO;
-    }
-    else {
+    if (op < 0) {
         return 0;
     }
     PolicyObject *pol = active_policy(st);
