@@ -496,3 +496,18 @@ def test_large_tables_agree(family: int, count: int) -> None:
         host = str(ipaddress.ip_address(value) if family == 4 else ipaddress.IPv6Address(value))
         for port in (443, 8050):
             assert c.allows(host, port) == ref.allows(host, port), (host, port)
+
+
+@pytest.mark.parametrize(
+    ("glob", "path", "expected"),
+    [
+        ("/tmp/?", "/tmp/e", True),
+        ("/tmp/?", "/tmp/é", False),  # two bytes in UTF-8: '?' matches one byte
+        ("/tmp/??", "/tmp/é", True),
+        ("/tmp/é*", "/tmp/été.sock", True),
+    ],
+)
+def test_unix_globs_match_bytes(glob: str, path: str, expected: bool) -> None:
+    c, ref = compile_both(rules_of([f"unix:{glob}"]))
+    assert c.allows(f"unix:{path}") is expected
+    assert ref.allows(f"unix:{path}") is expected

@@ -44,7 +44,8 @@ Choices made where the contract is silent (the C core must match them):
 * AF_UNIX paths may be any bytes-like object (CPython accepts them); a path that is not
   abstract is cut at its first NUL, as the kernel reads it. Unix rules match with Python's
   :func:`fnmatch.fnmatchcase`: ``\\`` is an ordinary character (no escapes) and an
-  unclosed ``[`` is literal, unlike libc ``fnmatch(3)``.
+  unclosed ``[`` is literal, unlike libc ``fnmatch(3)``; on the file-system encoding's
+  bytes, so ``?`` is one byte, as the C core matches.
 * The any-address of a family is judged as that family's loopback: ``0.0.0.0``,
   ``::ffff:0.0.0.0`` and ``""`` on an IPv4 socket as ``127.0.0.1``; ``::`` and ``""`` on
   an IPv6 socket as ``::1`` (where the kernel connects them).
@@ -546,8 +547,12 @@ class Policy:
         )
 
     def _unix_covered(self, path: str) -> bool:
+        # bytes, as the kernel sees the path: '?' is one byte, as in the C core
+        raw = os.fsencode(path)
         return any(
-            e.kind == "unix" and e.path is not None and fnmatch.fnmatchcase(path, e.path)
+            e.kind == "unix"
+            and e.path is not None
+            and fnmatch.fnmatchcase(raw, os.fsencode(e.path))
             for e in self._entries
         )
 
