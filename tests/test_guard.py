@@ -8,6 +8,7 @@ before anything is sent) or inside ``run_isolated`` (a private network namespace
 from __future__ import annotations
 
 import _socket
+import ast
 import contextlib
 import gc
 import http.client
@@ -329,7 +330,19 @@ def test_importing_netguard_and_the_plugin_loads_nothing_heavy() -> None:
         """
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "['__future__', 'netguard', 'netguard.plugin']"
+    loaded = set(ast.literal_eval(result.stdout.strip()))
+    # the plugin needs its options table and the rule grammar, nothing that patches or
+    # loads the C core: off mode (the default) stays free
+    heavy = {
+        "netguard._netguard",
+        "netguard._guard",
+        "netguard._impl",
+        "netguard._session",
+        "netguard.policy",
+        "netguard._reference",
+    }
+    assert not loaded & heavy
+    assert {"netguard", "netguard.plugin", "netguard.config"} <= loaded
 
 
 def test_off_mode_never_loads_the_extension() -> None:
@@ -932,33 +945,3 @@ def test_isolated_backstop_catches_the_raw_socket_type() -> None:
     assert out == "192.0.2.10:443"
 
 
-# --------------------------------------------------------------------------- plugin stub
-
-
-@pytest.mark.parametrize("mode", [None, "strict"])
-def test_plugin_header_is_inert(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, mode: str | None
-) -> None:
-    if mode is None:
-        monkeypatch.delenv("NETGUARD_MODE", raising=False)
-    else:
-        monkeypatch.setenv("NETGUARD_MODE", mode)
-    monkeypatch.setenv("PYTHONPATH", SRC)
-    pytester.makepyfile(
-        """
-        import sys
-
-        def test_nothing_loaded():
-            assert "netguard._netguard" not in sys.modules
-            assert "netguard._guard" not in sys.modules
-        """
-    )
-    result = pytester.runpytest_subprocess("-p", "no:netguard", "-p", "netguard.plugin")
-    result.assert_outcomes(passed=1)
-    header = [line for line in result.outlines if line.startswith("netguard")]
-    if mode is None:
-        assert header == []
-    else:
-        assert header == [
-            "netguard: NETGUARD_MODE='strict' is not enforced yet (plugin in development)"
-        ]

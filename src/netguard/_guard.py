@@ -70,6 +70,7 @@ class Guard:
         "size",
         "test",
         "violations",
+        "warned",
     )
 
     def __init__(
@@ -80,6 +81,7 @@ class Guard:
         test: str | None = None,
         size: str | None = None,
         phase: str | None = None,
+        warned: set[str] | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"netguard mode {mode!r}: expected strict, warn or off")
@@ -92,6 +94,7 @@ class Guard:
         self.test = test
         self.size = size
         self.phase = phase
+        self.warned = warned
         self.violations: list[Violation] = []
         self._impl: Impl | None = None
         self._prev: tuple[Any, bool] = (None, False)
@@ -157,6 +160,7 @@ class Guard:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        __tracebackhide__ = True  # pytest shows the violation, not this frame
         self._leave()
         if self.mode != "strict" or not self.violations:
             return
@@ -255,6 +259,7 @@ def guard(
     test: str | None = None,
     size: str | None = None,
     phase: str | None = None,
+    warned: set[str] | None = None,
 ) -> Guard:
     """Enforce ``policy`` for the duration of a ``with`` block.
 
@@ -265,11 +270,15 @@ def guard(
     checked; nothing is patched unless an outer guard already did). ``policy=None`` allows
     everything.
 
+    ``warned``, in warn mode, is a set of destinations already warned about: a destination
+    in it is recorded but not warned about again, and a new one is added (the pytest plugin
+    passes one set per test, so each test warns once per destination).
+
     >>> import netguard
     >>> with netguard.guard(netguard.Policy(["127.0.0.0/8"])) as g:
     ...     pass  # loopback allowed, anything else raises
     """
-    return Guard(policy, mode, test=test, size=size, phase=phase)
+    return Guard(policy, mode, test=test, size=size, phase=phase, warned=warned)
 
 
 guard.__module__ = "netguard"
@@ -337,6 +346,10 @@ def _on_denied(op: str, family: int, host: str | None, port: int | None) -> None
             return  # a denial judged just before a guard checking nothing took over
         g._record(violation)
     if mode == "warn":
+        if g is not None and g.warned is not None:
+            if violation.destination in g.warned:
+                return
+            g.warned.add(violation.destination)
         warnings.warn(violation.warning(), stacklevel=_user_stacklevel())
         return
     raise violation.error()

@@ -1,26 +1,147 @@
 """netguard's pytest plugin, loaded through the ``pytest11`` entry point.
 
-For now it only reports, in the session header, a ``NETGUARD_MODE`` it does not enforce
-yet; sizes, modes and configuration arrive with the plugin proper. Importing it must stay
-cheap and side-effect free: it imports nothing from netguard, never loads the C extension
-and patches nothing.
+Hooks only: the options come from :mod:`netguard.config`, the policies from
+:mod:`netguard.policy`, the per-session state from :mod:`netguard._session`. With the mode
+``off`` (the default) the plugin registers its options and markers and nothing else: the C
+extension is not loaded and nothing is patched.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Generator
+from typing import TYPE_CHECKING
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows it)
+import pytest
+
+from netguard.config import OPTIONS, ConfigError, Settings, resolve
+
 if TYPE_CHECKING:
-    import pytest
-del TYPE_CHECKING
+    pass
 
-__all__ = ["pytest_report_header"]
+__all__ = [
+    "pytest_addoption",
+    "pytest_configure",
+    "pytest_make_collect_report",
+    "pytest_report_header",
+    "pytest_runtest_call",
+    "pytest_runtest_setup",
+    "pytest_runtest_teardown",
+    "pytest_terminal_summary",
+    "pytest_unconfigure",
+]
+
+_SETTINGS = pytest.StashKey[Settings]()
+_SESSION: pytest.StashKey[NetguardSession] = pytest.StashKey()
+
+_MARKERS = (
+    "small: a small test: no network at all (netguard)",
+    "medium: a medium test: loopback and AF_UNIX only (netguard)",
+    "large: a large test: any network (netguard)",
+    "xlarge: an xlarge test: any network (netguard)",
+    "allow_network: let this test reach anything (netguard)",
+    "netguard(allow=[RULE, ...]): extra rules for this test, any size (netguard)",
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("netguard", "netguard: network guard by test size")
+    for opt in OPTIONS:
+        group.addoption(opt.flag, **opt.addoption_kwargs())
+        parser.addini(opt.ini, **opt.addini_kwargs())
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for line in _MARKERS:
+        config.addinivalue_line("markers", line)
+    try:
+        settings = resolve(
+            {o.name: config.getoption(o.dest) for o in OPTIONS},
+            os.environ,
+            {o.name: config.getini(o.ini) for o in OPTIONS},
+            rootdir=config.rootpath,
+            inifile=config.inipath,
+        )
+    except ConfigError as exc:
+        raise pytest.UsageError(f"netguard: {exc}") from None
+    config.stash[_SETTINGS] = settings
+    if settings.mode == "off":
+        return
+    from netguard._session import NetguardSession
+
+    config.stash[_SESSION] = NetguardSession(settings)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    session = config.stash.get(_SESSION, None)
+    if session is not None:
+        session.close()
+        del config.stash[_SESSION]
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
-    """``netguard: NETGUARD_MODE=... is not enforced yet`` when the variable is set."""
-    mode = os.environ.get("NETGUARD_MODE")
-    if not mode:
+    session = config.stash.get(_SESSION, None)
+    if session is not None:
+        return session.header()
+    settings = config.stash.get(_SETTINGS, None)
+    if settings is None:
         return None
-    return f"netguard: NETGUARD_MODE={mode!r} is not enforced yet (plugin in development)"
+    return f"netguard: off ({settings.mode_source}); nothing is checked"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, object, object]:
+    session = collector.config.stash.get(_SESSION, None)
+    if session is None:
+        return (yield)
+    with session.collection() as violations:
+        report = yield
+        if violations and session.settings.mode == "strict":
+            assert isinstance(report, pytest.CollectReport)
+            if report.passed:
+                # the module swallowed the error: its collection fails all the same
+                report.outcome = "failed"
+                report.longrepr = session.collection_failure(violations)
+        return report
+
+
+def _phase(item: pytest.Item, phase: str) -> Generator[None, object, object]:
+    __tracebackhide__ = True
+    session = item.config.stash.get(_SESSION, None)
+    if session is None:
+        return (yield)
+    g = session.phase_guard(item, phase)
+    try:
+        with g:
+            return (yield)
+    finally:
+        session.keep(g.violations, item)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, object, object]:
+    __tracebackhide__ = True
+    return (yield from _phase(item, "setup"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    __tracebackhide__ = True
+    return (yield from _phase(item, "call"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, object, object]:
+    __tracebackhide__ = True
+    return (yield from _phase(item, "teardown"))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    session = terminalreporter.config.stash.get(_SESSION, None)
+    if session is None:
+        return
+    lines = session.summary()
+    if lines:
+        terminalreporter.section("netguard")
+        for line in lines:
+            terminalreporter.line(line)

@@ -1,0 +1,562 @@
+"""The pytest plugin, through real pytest runs (pytester, in subprocesses).
+
+Each inner run loads netguard through its ``pytest11`` entry point, as a user's would.
+Destinations other than loopback appear only where they are blocked (nothing is sent), or
+as UDP ``connect`` calls, which send no packet; the suite runs inside a private network
+namespace besides (scripts/test).
+"""
+
+from __future__ import annotations
+
+import socket
+import xml.etree.ElementTree as ET
+
+import pytest
+
+pytestmark = pytest.mark.usefixtures("_clean_env")
+
+
+@pytest.fixture
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (
+        "NETGUARD_MODE",
+        "NETGUARD_DEFAULT_SIZE",
+        "NETGUARD_ALLOW",
+        "NETGUARD_ALLOWLIST",
+        "NETGUARD_REPORT",
+        "NETGUARD_VERBOSE",
+    ):
+        monkeypatch.delenv(name, raising=False)
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", "--strict-markers", *args)
+
+
+# Helpers the inner tests use: a UDP connect (no packet is sent) and a TCP listener.
+HELPERS = """
+import socket, threading
+import pytest
+
+def udp_connect(host, port=9):
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.connect((host, port))
+    except OSError as exc:
+        # an allowed destination outside: no route inside the private network namespace
+        import errno
+        if isinstance(exc, PermissionError) or exc.errno != errno.ENETUNREACH:
+            raise
+    finally:
+        s.close()
+"""
+
+
+def test_strict_mode_by_size(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        helpers=HELPERS,
+        test_sizes="""
+        import pytest
+        from helpers import udp_connect
+
+        def test_unmarked_is_small_and_blocked():
+            udp_connect("127.0.0.1")
+
+        def test_small_pure_logic():
+            assert 1 + 1 == 2
+
+        @pytest.mark.medium
+        def test_medium_loopback():
+            udp_connect("127.0.0.1")
+            udp_connect("::1")
+
+        @pytest.mark.medium
+        def test_medium_outside_blocked():
+            udp_connect("192.0.2.10", 443)
+
+        @pytest.mark.large
+        def test_large_anything():
+            udp_connect("192.0.2.10", 443)
+
+        @pytest.mark.xlarge
+        def test_xlarge_anything():
+            udp_connect("198.51.100.7", 53)
+
+        @pytest.mark.allow_network
+        def test_allow_network():
+            udp_connect("203.0.113.5", 80)
+
+        @pytest.mark.netguard(allow=["127.0.0.1:9"])
+        def test_small_with_a_rule():
+            udp_connect("127.0.0.1", 9)
+
+        @pytest.mark.netguard(allow=["127.0.0.1:9"])
+        def test_small_rule_port_only():
+            udp_connect("127.0.0.1", 10)
+
+        @pytest.mark.medium
+        class TestMediumClass:
+            def test_in_class(self):
+                udp_connect("127.0.0.1")
+
+            @pytest.mark.small
+            def test_function_marker_wins(self):
+                udp_connect("127.0.0.1")
+        """,
+    )
+    result = run(pytester, "--netguard-mode=strict", "-rf")
+    result.assert_outcomes(passed=7, failed=4)
+    failed = {line.split(" ")[1] for line in result.outlines if line.startswith("FAILED ")}
+    assert failed == {
+        "test_sizes.py::test_unmarked_is_small_and_blocked",
+        "test_sizes.py::test_medium_outside_blocked",
+        "test_sizes.py::test_small_rule_port_only",
+        "test_sizes.py::TestMediumClass::test_function_marker_wins",
+    }
+    result.stdout.fnmatch_lines(
+        [
+            "*netguard blocked connect to 127.0.0.1:9",
+            "*test: test_sizes.py::test_unmarked_is_small_and_blocked (size small, phase call)",
+            "*mark the test @pytest.mark.medium*",
+            "*NG001 in docs/messages.md#ng001",
+        ]
+    )
+    result.stdout.fnmatch_lines(["*netguard blocked connect to 192.0.2.10:443"])
+
+
+def test_failure_text_names_everything(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        helpers=HELPERS,
+        test_one="""
+        import socket
+        from helpers import udp_connect
+
+        def test_dns():
+            socket.getaddrinfo("api.weather.example", 443)
+        """,
+    )
+    result = run(pytester, "--netguard-mode=strict")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*netguard blocked getaddrinfo of dns:api.weather.example:443",
+            "*test: test_one.py::test_dns (size small, phase call)",
+            "*NG002*",
+        ]
+    )
+
+
+def test_swallowed_violation_still_fails(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        helpers=HELPERS,
+        test_swallow="""
+        import socket
+        from helpers import udp_connect
+
+        def test_swallows():
+            try:
+                udp_connect("192.0.2.10", 443)
+            except OSError:
+                pass  # the code under test hides the error
+
+        def test_swallows_in_a_thread():
+            import threading
+            def work():
+                try:
+                    udp_connect("192.0.2.11", 443)
+                except OSError:
+                    pass
+            t = threading.Thread(target=work)
+            t.start()
+            t.join()
+        """,
+    )
+    result = run(pytester, "--netguard-mode=strict")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*netguard blocked connect to 192.0.2.10:443",
+            "*the code under test swallowed this error (1 violation)",
+        ]
+    )
+    result.stdout.fnmatch_lines(["*netguard blocked connect to 192.0.2.11:443"])
+
+
+def test_fixture_phases_are_attributed(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        helpers=HELPERS,
+        test_fix="""
+        import pytest
+        from helpers import udp_connect
+
+        @pytest.fixture(scope="session")
+        def session_resource():
+            udp_connect("127.0.0.1")  # runs under the first test that asks for it
+            yield
+
+        @pytest.fixture
+        def bad_teardown():
+            yield
+            udp_connect("127.0.0.1", 12)
+
+        @pytest.mark.medium
+        def test_medium_sets_up_the_session_fixture(session_resource):
+            pass
+
+        def test_small_reuses_it(session_resource):
+            pass
+
+        def test_small_teardown(bad_teardown):
+            pass
+        """,
+    )
+    result = run(pytester, "--netguard-mode=strict")
+    # the teardown error is reported besides the passed call of the same test
+    result.assert_outcomes(passed=3, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*netguard blocked connect to 127.0.0.1:12",
+            "*test: test_fix.py::test_small_teardown (size small, phase teardown)",
+        ]
+    )
+
+
+def test_session_fixture_set_up_by_a_small_test_is_blocked(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        helpers=HELPERS,
+        test_fix="""
+        import pytest
+        from helpers import udp_connect
+
+        @pytest.fixture(scope="session")
+        def session_resource():
+            udp_connect("127.0.0.1")
+            yield
+
+        def test_small_first(session_resource):
+            pass
+        """,
+    )
+    result = run(pytester, "--netguard-mode=strict")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*(size small, phase setup)"])
+
+
+def test_warn_mode_lets_calls_through_and_warns_once(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        helpers=HELPERS,
+        test_warn="""
+        from helpers import udp_connect
+
+        def test_three_calls():
+            for _ in range(3):
+                udp_connect("127.0.0.1")
+            udp_connect("127.0.0.2")
+        """,
+    )
+    result = run(pytester, "--netguard-mode=warn", "-W", "default")
+    result.assert_outcomes(passed=1, warnings=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*NetworkViolationWarning: netguard let through connect to 127.0.0.1:9*",
+            "*4 network call(s) let through (warn mode):*",
+        ]
+    )
+    strict = run(pytester, "--netguard-mode=warn", "-W", "error::netguard.NetworkViolationWarning")
+    strict.assert_outcomes(failed=1)
+
+
+def test_off_mode_patches_nothing(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_off="""
+        import socket, sys
+
+        def test_nothing_patched():
+            assert "connect" not in socket.socket.__dict__
+            assert "netguard._netguard" not in sys.modules
+            assert "netguard._session" not in sys.modules
+        """,
+    )
+    result = run(pytester)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["netguard: off (default); nothing is checked"])
+    result = run(pytester, "--netguard-mode=off")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        ["netguard: off (command line --netguard-mode); nothing is checked"]
+    )
+
+
+def test_header_and_precedence(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytester.makeini("[pytest]\nnetguard_mode = warn\nnetguard_default_size = medium\n")
+    pytester.makepyfile(test_h="def test_ok(): pass")
+    result = run(pytester)
+    result.stdout.fnmatch_lines(
+        ["netguard: mode warn, default size medium, 0 allow rule(s), implementation c (*)"]
+    )
+    monkeypatch.setenv("NETGUARD_MODE", "strict")
+    result = run(pytester)
+    result.stdout.fnmatch_lines(["netguard: mode strict, default size medium*"])
+    result = run(pytester, "--netguard-mode=off")
+    result.stdout.fnmatch_lines(["netguard: off (command line --netguard-mode)*"])
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "ini", "message"),
+    [
+        (
+            (),
+            {"NETGUARD_MODE": "strictt"},
+            "",
+            "*netguard: NETGUARD_MODE='strictt' from the environment: "
+            "expected strict, warn or off*",
+        ),
+        (
+            ("--netguard-default-size=huge",),
+            {},
+            "",
+            "*--netguard-default-size*huge*small*medium*large*xlarge*",
+        ),
+        ((), {}, "netguard_mode = bogus", "*netguard_mode*bogus*"),
+        (
+            ("--netguard-mode=strict", "--netguard-allow=10.0.0.1/8"),
+            {},
+            "",
+            "*--netguard-allow*invalid rule '10.0.0.1/8': "
+            "host bits set; did you mean 10.0.0.0/8?*",
+        ),
+        ((), {"NETGUARD_VERBOSE": "maybe"}, "", "*NETGUARD_VERBOSE*maybe*"),
+    ],
+)
+def test_bad_configuration_is_a_usage_error(
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    args: tuple[str, ...],
+    env: dict[str, str],
+    ini: str,
+    message: str,
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    if ini:
+        pytester.makeini(f"[pytest]\n{ini}\n")
+    pytester.makepyfile(test_x="def test_ok(): pass")
+    result = run(pytester, *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+
+
+def test_config_rules_extend_medium_not_small(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        helpers=HELPERS,
+        test_rules="""
+        import pytest
+        from helpers import udp_connect
+
+        @pytest.mark.medium
+        def test_medium_gets_the_rule():
+            udp_connect("192.0.2.1", 9)
+
+        def test_small_does_not():
+            udp_connect("192.0.2.1", 9)
+        """,
+    )
+    result = run(pytester, "--netguard-mode=strict", "--netguard-allow=192.0.2.0/24:9")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*1 allow rule(s)*"])
+
+
+def test_allowlist_file(pytester: pytest.Pytester) -> None:
+    pytester.makefile(
+        ".toml",
+        allow="""
+        version = 1
+
+        [[allowlist]]
+        name = "docs net"
+        cidr = "192.0.2.0/24"
+        port = 9
+        """,
+    )
+    pytester.makepyfile(
+        helpers=HELPERS,
+        test_file="""
+        import pytest
+        from helpers import udp_connect
+
+        @pytest.mark.medium
+        def test_allowed_by_file():
+            udp_connect("192.0.2.1", 9)
+        """,
+    )
+    result = run(pytester, "--netguard-mode=strict", "--netguard-allowlist=allow.toml")
+    result.assert_outcomes(passed=1)
+
+
+def test_marker_errors_fail_the_test(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_markers="""
+        import pytest
+
+        @pytest.mark.small
+        @pytest.mark.large
+        def test_two_sizes():
+            pass
+
+        @pytest.mark.netguard(allow=["10.0.0.1/8"])
+        def test_bad_rule():
+            pass
+        """,
+    )
+    result = run(pytester, "--netguard-mode=strict")
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(
+        ["netguard: test_markers.py::test_two_sizes: conflicting size markers*large*small*"]
+    )
+    assert "During handling" not in result.stdout.str()
+    result.stdout.fnmatch_lines(
+        [
+            "netguard: @pytest.mark.netguard(allow=...) on test_markers.py::test_bad_rule: "
+            "invalid rule '10.0.0.1/8': host bits set; did you mean 10.0.0.0/8?"
+        ]
+    )
+
+
+def test_collection_runs_under_the_default_size(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        helpers=HELPERS,
+        test_import_time="""
+        from helpers import udp_connect
+
+        udp_connect("127.0.0.1")  # at import: collection, default size
+
+        def test_never_runs():
+            pass
+        """,
+    )
+    result = run(pytester, "--netguard-mode=strict")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*netguard blocked connect to 127.0.0.1:9*", "*<collection>*"])
+    result = run(pytester, "--netguard-mode=strict", "--netguard-default-size=medium")
+    result.assert_outcomes(passed=1)
+
+
+def test_collection_swallowed_violation_fails_the_module(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        helpers=HELPERS,
+        test_import_swallow="""
+        from helpers import udp_connect
+
+        try:
+            udp_connect("192.0.2.1")
+        except OSError:
+            pass
+
+        def test_never_runs():
+            pass
+        """,
+    )
+    result = run(pytester, "--netguard-mode=strict")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*swallowed this error*"])
+
+
+def test_summary_and_junit_properties(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        helpers=HELPERS,
+        test_sum="""
+        from helpers import udp_connect
+
+        def test_a():
+            udp_connect("127.0.0.1")
+
+        def test_b():
+            udp_connect("127.0.0.1")
+        """,
+    )
+    result = run(pytester, "--netguard-mode=strict", "--junitxml=out.xml")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*= netguard =*",
+            "2 network call(s) blocked:",
+            "  test_sum.py::test_a (small)",
+            "    call: connect 127.0.0.1:9 [NG001]",
+            "  test_sum.py::test_b (small)",
+            "by destination:",
+            "      2  127.0.0.1:9",
+        ]
+    )
+    tree = ET.parse(pytester.path / "out.xml")
+    props = [(p.get("name"), p.get("value")) for p in tree.iter("property")]
+    assert props == [("netguard_ng001", "127.0.0.1:9")] * 2
+
+
+def test_loopback_server_in_a_medium_test(pytester: pytest.Pytester) -> None:
+    # an end-to-end medium test: a real TCP server on loopback, requests through http.client
+    pytester.makepyfile(
+        test_server="""
+        import http.client, http.server, threading
+        import pytest
+
+        @pytest.fixture
+        def server():
+            httpd = http.server.HTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+            t = threading.Thread(target=httpd.serve_forever)
+            t.start()
+            yield httpd.server_address[1]
+            httpd.shutdown()
+            httpd.server_close()
+            t.join()
+
+        @pytest.mark.medium
+        def test_get(server):
+            conn = http.client.HTTPConnection("localhost", server, timeout=5)
+            conn.request("HEAD", "/")
+            assert conn.getresponse().status == 200
+            conn.close()
+
+        def test_small_cannot(server):
+            conn = http.client.HTTPConnection("127.0.0.1", server, timeout=5)
+            with pytest.raises(OSError):
+                conn.request("HEAD", "/")
+        """,
+    )
+    result = run(pytester, "--netguard-mode=strict")
+    # the small test expected the error, but a violation is never lost: it fails too
+    result.assert_outcomes(passed=1, failed=1)
+
+
+def test_no_socket_is_leaked_by_a_blocked_call(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_leak="""
+        import gc, socket, warnings
+        import pytest
+
+        def test_create_connection():
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", ResourceWarning)
+                with pytest.raises(OSError):
+                    socket.create_connection(("192.0.2.10", 443), timeout=1)
+                gc.collect()
+        """,
+    )
+    result = run(pytester, "--netguard-mode=strict", "-W", "error::ResourceWarning")
+    # the call fails inside, and the violation fails the test; no ResourceWarning error
+    result.assert_outcomes(failed=1)
+    assert "ResourceWarning" not in result.stdout.str()
+
+
+def test_markers_are_registered(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess("--markers")
+    result.stdout.fnmatch_lines(
+        [
+            "@pytest.mark.small:*",
+            "@pytest.mark.medium:*",
+            "@pytest.mark.large:*",
+            "@pytest.mark.xlarge:*",
+            "@pytest.mark.allow_network:*",
+            "@pytest.mark.netguard(allow=[[]RULE, ...[]]):*",
+        ]
+    )
+    assert socket.socket.__dict__.get("connect") is None  # this process: untouched
