@@ -17,7 +17,7 @@ import pytest
 from netguard.config import OPTIONS, ConfigError, Settings, resolve
 
 if TYPE_CHECKING:
-    pass
+    from netguard._session import NetguardSession
 
 __all__ = [
     "pytest_addoption",
