@@ -560,3 +560,27 @@ def test_markers_are_registered(pytester: pytest.Pytester) -> None:
         ]
     )
     assert socket.socket.__dict__.get("connect") is None  # this process: untouched
+
+
+def test_xdist_workers_enforce_and_the_controller_sums_up(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        helpers=HELPERS,
+        test_x="""
+        import pytest
+        from helpers import udp_connect
+
+        @pytest.mark.parametrize("n", range(6))
+        def test_small(n):
+            udp_connect("127.0.0.1", 100 + n)
+
+        @pytest.mark.medium
+        @pytest.mark.parametrize("n", range(4))
+        def test_medium(n):
+            udp_connect("127.0.0.1", 100 + n)
+        """,
+    )
+    result = run(pytester, "--netguard-mode=strict", "-n", "2")
+    result.assert_outcomes(passed=4, failed=6)
+    result.stdout.fnmatch_lines(["*= netguard =*", "6 network call(s) blocked:"])
+    for n in range(6):
+        result.stdout.fnmatch_lines([f"  test_x.py::test_small[[]{n}[]] (small)"])

@@ -12,10 +12,12 @@ from __future__ import annotations
 import contextlib
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from netguard._guard import Guard, guard, install_hooks, uninstall_hooks
+from netguard._report import REPORT_ATTR, event_dict
 from netguard.config import Settings
 from netguard.errors import Violation
 from netguard.policy import (
@@ -34,6 +36,7 @@ COLLECTION = "<collection>"
 
 _POLICY = pytest.StashKey["tuple[CompiledPolicyInfo, str] | BaseException"]()
 _WARNED = pytest.StashKey["set[str]"]()
+_PHASES = pytest.StashKey["dict[str, list[dict[str, Any]]]"]()
 
 
 class NetguardSession:
@@ -45,7 +48,8 @@ class NetguardSession:
         self.impl = install_hooks(self.policies.impl)
         self.policies.precompile()
         self.default = self.policies.for_test(settings.default_size)
-        self.violations: list[Violation] = []
+        # every violation of the run, from this process or from xdist workers' reports
+        self.events: list[dict[str, Any]] = []
         self._collection_warned: set[str] = set()
 
     def close(self) -> None:
@@ -103,9 +107,9 @@ class NetguardSession:
     def collection(self) -> Iterator[list[Violation]]:
         """Run one collector (importing a test module) under the default size.
 
-        Yields the list the guard records into; the caller reports what it holds and
-        clears it, so that a violation the module swallowed fails that module's collection
-        rather than the session.
+        Yields the list the guard records into; the caller attaches what it holds to the
+        collection report, and a violation the module swallowed fails that module's
+        collection rather than the session.
         """
         g = guard(
             self.default.policy,
@@ -119,15 +123,25 @@ class NetguardSession:
             try:
                 yield g.violations
             finally:
-                self.violations.extend(g.violations)
                 g.violations.clear()  # reported through the collection report instead
 
-    def keep(self, violations: list[Violation], item: pytest.Item) -> None:
-        """Remember the violations of a phase of ``item``."""
-        self.violations.extend(violations)
+    def keep(self, violations: list[Violation], item: pytest.Item, phase: str) -> None:
+        """Remember the violations of a phase of ``item`` for its report."""
+        item.stash.setdefault(_PHASES, {})[phase] = [event_dict(v) for v in violations]
         for v in violations:
             # one JUnit XML property per violation (pytest's junitxml reads these)
             item.user_properties.append((f"netguard_{v.slug.lower()}", v.destination))
+
+    @staticmethod
+    def attach(item: pytest.Item, report: pytest.TestReport) -> None:
+        """Put the violations of ``report``'s phase on the report."""
+        events = item.stash.get(_PHASES, {}).pop(report.when, None)
+        if events:
+            setattr(report, REPORT_ATTR, events)
+
+    def collect_events(self, report: pytest.TestReport | pytest.CollectReport) -> None:
+        """Take the violations a report carries (this process's, or a worker's)."""
+        self.events.extend(getattr(report, REPORT_ATTR, None) or ())
 
     # ------------------------------------------------------------------ reporting
 
@@ -141,20 +155,19 @@ class NetguardSession:
 
     def summary(self) -> list[str]:
         """The end-of-run summary: violations by test, then counts by destination."""
-        if not self.violations:
+        if not self.events:
             return []
         verb = "blocked" if self.settings.mode == "strict" else "let through (warn mode)"
-        lines = [f"{len(self.violations)} network call(s) {verb}:"]
-        by_test: dict[str, list[Violation]] = {}
-        for v in self.violations:
-            by_test.setdefault(v.test or "<session>", []).append(v)
+        lines = [f"{len(self.events)} network call(s) {verb}:"]
+        by_test: dict[str, list[dict[str, Any]]] = {}
+        for e in self.events:
+            by_test.setdefault(e["test"] or "<session>", []).append(e)
         for test, events in by_test.items():
-            size = events[0].size
-            lines.append(f"  {test} ({size})")
-            for v in events:
-                lines.append(f"    {v.phase}: {v.op} {v.destination} [{v.slug}]")
+            lines.append(f"  {test} ({events[0]['size']})")
+            for e in events:
+                lines.append(f"    {e['phase']}: {e['op']} {e['destination']} [{e['slug']}]")
         lines.append("by destination:")
-        counts = Counter(v.destination for v in self.violations)
+        counts = Counter(e["destination"] for e in self.events)
         for destination, n in counts.most_common():
             lines.append(f"  {n:>5}  {destination}")
         return lines

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from netguard._report import REPORT_ATTR, event_dict
 from netguard.config import OPTIONS, ConfigError, Settings, resolve
 
 if TYPE_CHECKING:
@@ -21,10 +22,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "pytest_addoption",
+    "pytest_collectreport",
     "pytest_configure",
     "pytest_make_collect_report",
     "pytest_report_header",
     "pytest_runtest_call",
+    "pytest_runtest_logreport",
+    "pytest_runtest_makereport",
     "pytest_runtest_setup",
     "pytest_runtest_teardown",
     "pytest_terminal_summary",
@@ -32,6 +36,8 @@ __all__ = [
 ]
 
 _SETTINGS = pytest.StashKey[Settings]()
+# The config of the run, for the report hooks, which get no config argument.
+_current_config: pytest.Config | None = None
 _SESSION: pytest.StashKey[NetguardSession] = pytest.StashKey()
 
 _MARKERS = (
@@ -65,6 +71,8 @@ def pytest_configure(config: pytest.Config) -> None:
     except ConfigError as exc:
         raise pytest.UsageError(f"netguard: {exc}") from None
     config.stash[_SETTINGS] = settings
+    global _current_config
+    _current_config = config
     if settings.mode == "off":
         return
     from netguard._session import NetguardSession
@@ -73,6 +81,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    global _current_config
+    if _current_config is config:
+        _current_config = None
     session = config.stash.get(_SESSION, None)
     if session is not None:
         session.close()
@@ -96,9 +107,10 @@ def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, o
         return (yield)
     with session.collection() as violations:
         report = yield
-        if violations and session.settings.mode == "strict":
-            assert isinstance(report, pytest.CollectReport)
-            if report.passed:
+        assert isinstance(report, pytest.CollectReport)
+        if violations:
+            setattr(report, REPORT_ATTR, [event_dict(v) for v in violations])
+            if session.settings.mode == "strict" and report.passed:
                 # the module swallowed the error: its collection fails all the same
                 report.outcome = "failed"
                 report.longrepr = session.collection_failure(violations)
@@ -115,7 +127,7 @@ def _phase(item: pytest.Item, phase: str) -> Generator[None, object, object]:
         with g:
             return (yield)
     finally:
-        session.keep(g.violations, item)
+        session.keep(g.violations, item, phase)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -134,6 +146,34 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
 def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, object, object]:
     __tracebackhide__ = True
     return (yield from _phase(item, "teardown"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    session = item.config.stash.get(_SESSION, None)
+    if session is not None:
+        session.attach(item, report)
+    return report
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _take_events(report)
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    _take_events(report)
+
+
+def _take_events(report: pytest.TestReport | pytest.CollectReport) -> None:
+    # reports carry no config (under pytest-xdist they come from other processes)
+    if _current_config is None or getattr(report, REPORT_ATTR, None) is None:
+        return
+    session = _current_config.stash.get(_SESSION, None)
+    if session is not None:
+        session.collect_events(report)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
