@@ -8,6 +8,7 @@ namespace besides (scripts/test).
 
 from __future__ import annotations
 
+import json
 import socket
 import xml.etree.ElementTree as ET
 
@@ -584,3 +585,87 @@ def test_xdist_workers_enforce_and_the_controller_sums_up(pytester: pytest.Pytes
     result.stdout.fnmatch_lines(["*= netguard =*", "6 network call(s) blocked:"])
     for n in range(6):
         result.stdout.fnmatch_lines([f"  test_x.py::test_small[[]{n}[]] (small)"])
+
+
+REPORTED = """
+import socket
+import pytest
+from helpers import udp_connect
+
+@pytest.mark.medium
+def test_medium():
+    udp_connect("127.0.0.1", 9)
+    socket.getaddrinfo("localhost", 80)
+
+@pytest.mark.netguard(allow=["127.0.0.1:10"])
+def test_small_with_rule():
+    udp_connect("127.0.0.1", 10)
+
+def test_small():
+    udp_connect("127.0.0.1", 11)
+"""
+
+
+@pytest.mark.parametrize("xdist", [False, True], ids=["plain", "xdist"])
+def test_json_report_has_every_event(pytester: pytest.Pytester, xdist: bool) -> None:
+    pytester.makepyfile(helpers=HELPERS, test_rep=REPORTED)
+    extra = ("-n", "2") if xdist else ()
+    result = run(pytester, "--netguard-mode=strict", "--netguard-report=out.json", *extra)
+    result.assert_outcomes(passed=2, failed=1)
+    document = json.loads((pytester.path / "out.json").read_text())
+    assert document["schema"] == "netguard-report/1"
+    assert document["mode"] == "strict"
+    assert document["implementation"] == "c"
+    events = sorted(
+        (e["test"], e["operation"], e["destination"], e["verdict"], e["rule"])
+        for e in document["events"]
+    )
+    assert events == [
+        ("test_rep.py::test_medium", "connect", "127.0.0.1:9", "allowed", "127.0.0.0/8"),
+        ("test_rep.py::test_medium", "getaddrinfo", "dns:localhost:80", "allowed", "localhost"),
+        ("test_rep.py::test_small", "connect", "127.0.0.1:11", "blocked", None),
+        (
+            "test_rep.py::test_small_with_rule",
+            "connect",
+            "127.0.0.1:10",
+            "allowed",
+            "127.0.0.1:10",
+        ),
+    ]
+    for e in document["events"]:
+        assert set(e) == {
+            "test",
+            "phase",
+            "size",
+            "operation",
+            "family",
+            "destination",
+            "verdict",
+            "rule",
+            "rule_name",
+        }
+
+
+def test_verbose_table(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(helpers=HELPERS, test_rep=REPORTED)
+    result = run(pytester, "--netguard-mode=strict", "--netguard-verbose")
+    result.stdout.fnmatch_lines(
+        [
+            "every network event:",
+            "TEST*FAMILY*ADDR:PORT*STATUS*RULE",
+            "test_rep.py::test_medium*inet*127.0.0.1:9*ALLOWED*127.0.0.0/8 (IPv4 loopback)",
+            "test_rep.py::test_medium*dns*dns:localhost:80*ALLOWED*localhost*",
+            "test_rep.py::test_small_with_rule*inet*127.0.0.1:10*ALLOWED*127.0.0.1:10*",
+            "test_rep.py::test_small *inet*127.0.0.1:11*BLOCKED*-",
+        ]
+    )
+
+
+def test_warn_mode_report_marks_warned_events(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(helpers=HELPERS, test_rep=REPORTED)
+    result = run(pytester, "--netguard-mode=warn", "--netguard-report=out.json")
+    result.assert_outcomes(passed=3, warnings=1)
+    document = json.loads((pytester.path / "out.json").read_text())
+    verdicts = {(e["destination"], e["verdict"]) for e in document["events"]}
+    assert ("127.0.0.1:11", "warned") in verdicts
+    assert ("127.0.0.1:9", "allowed") in verdicts

@@ -11,12 +11,16 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from netguard.errors import Violation
 
-__all__ = ["REPORT_ATTR", "event_dict"]
+__all__ = ["ALLOWED_ATTR", "REPORT_ATTR", "SCHEMA", "event_dict"]
 
 #: The attribute of a test or collection report that carries the violations of its phase,
 #: as plain dicts: pytest-xdist sends every attribute of a report from the worker to the
 #: controller, so the process that prints the summary sees the violations of every worker.
 REPORT_ATTR = "netguard_violations"
+#: The same for allowed events, recorded only for --netguard-report / --netguard-verbose.
+ALLOWED_ATTR = "netguard_allowed"
+#: The ``schema`` of the JSON report; a change of its meaning changes the number.
+SCHEMA = "netguard-report/1"
 
 
 def event_dict(v: Violation) -> dict[str, Any]:

@@ -10,6 +10,9 @@ of its size, so switching tests is a pointer swap in the C core.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
+import json
+import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -17,9 +20,10 @@ from typing import Any
 import pytest
 
 from netguard._guard import Guard, guard, install_hooks, uninstall_hooks
-from netguard._report import REPORT_ATTR, event_dict
+from netguard._observe import FAMILIES
+from netguard._report import ALLOWED_ATTR, REPORT_ATTR, SCHEMA, event_dict
 from netguard.config import Settings
-from netguard.errors import Violation
+from netguard.errors import Violation, format_destination
 from netguard.policy import (
     CompiledPolicyInfo,
     MarkerError,
@@ -37,6 +41,7 @@ COLLECTION = "<collection>"
 _POLICY = pytest.StashKey["tuple[CompiledPolicyInfo, str] | BaseException"]()
 _WARNED = pytest.StashKey["set[str]"]()
 _PHASES = pytest.StashKey["dict[str, list[dict[str, Any]]]"]()
+_ALLOWED = pytest.StashKey["dict[str, list[dict[str, Any]]]"]()
 
 
 class NetguardSession:
@@ -50,9 +55,23 @@ class NetguardSession:
         self.default = self.policies.for_test(settings.default_size)
         # every violation of the run, from this process or from xdist workers' reports
         self.events: list[dict[str, Any]] = []
+        # every allowed event (only while observing), likewise
+        self.allowed: list[dict[str, Any]] = []
         self._collection_warned: set[str] = set()
+        # what runs now (test id, phase, size, policy), for the observer
+        self._current: tuple[str, str, str, CompiledPolicyInfo] | None = None
+        self._observed: list[dict[str, Any]] = []
+        self.observing = bool(settings.report or settings.verbose)
+        if self.observing:
+            from netguard._observe import set_observer
+
+            set_observer(self._observe)
 
     def close(self) -> None:
+        if self.observing:
+            from netguard._observe import set_observer
+
+            set_observer(None)
         uninstall_hooks()
 
     # ------------------------------------------------------------------ attribution
@@ -94,6 +113,7 @@ class NetguardSession:
             info, size = self.default, self.settings.default_size
         if problem is not None and phase == "setup":
             pytest.fail(f"netguard: {problem}", pytrace=False)
+        self._current = (item.nodeid, phase, size, info)
         return guard(
             info.policy,
             self.settings.mode,
@@ -119,15 +139,19 @@ class NetguardSession:
             phase="collection",
             warned=self._collection_warned,
         )
+        self._current = (COLLECTION, "collection", self.settings.default_size, self.default)
         with g:
             try:
                 yield g.violations
             finally:
                 g.violations.clear()  # reported through the collection report instead
+                self._current = None
 
     def keep(self, violations: list[Violation], item: pytest.Item, phase: str) -> None:
         """Remember the violations of a phase of ``item`` for its report."""
         item.stash.setdefault(_PHASES, {})[phase] = [event_dict(v) for v in violations]
+        item.stash.setdefault(_ALLOWED, {})[phase] = self.take_observed()
+        self._current = None
         for v in violations:
             # one JUnit XML property per violation (pytest's junitxml reads these)
             item.user_properties.append((f"netguard_{v.slug.lower()}", v.destination))
@@ -138,10 +162,111 @@ class NetguardSession:
         events = item.stash.get(_PHASES, {}).pop(report.when, None)
         if events:
             setattr(report, REPORT_ATTR, events)
+        allowed = item.stash.get(_ALLOWED, {}).pop(report.when, None)
+        if allowed:
+            setattr(report, ALLOWED_ATTR, allowed)
 
     def collect_events(self, report: pytest.TestReport | pytest.CollectReport) -> None:
         """Take the violations a report carries (this process's, or a worker's)."""
         self.events.extend(getattr(report, REPORT_ATTR, None) or ())
+        self.allowed.extend(getattr(report, ALLOWED_ATTR, None) or ())
+
+    # ------------------------------------------------------------------ observing
+
+    def _observe(self, op: str, family: int, host: str, port: int | None) -> None:
+        """An event that reached the socket layer: netguard allowed it (or warned)."""
+        if family == 0 and _is_numeric(host):
+            return  # a numeric "lookup" asks nothing of the network
+        current = self._current
+        if current is None:
+            test, phase, size, info = "<session>", "", "", None
+        else:
+            test, phase, size, info = current
+        rule = None
+        if info is not None:
+            try:
+                rule = info.matching_rule(op, family, host, port)
+            except ValueError:
+                rule = None
+            if rule is None and self.settings.mode == "warn":
+                return  # let through in warn mode: a violation, recorded as one
+        self._observed.append(
+            {
+                "test": test,
+                "phase": phase,
+                "size": size,
+                "op": op,
+                "family": family,
+                "host": host,
+                "port": port,
+                "destination": format_destination(family, host, port),
+                "rule": None if rule is None else str(rule),
+                "rule_name": None if rule is None else rule.name,
+                "rule_source": None if rule is None else rule.source,
+                "timestamp": time.time(),
+            }
+        )
+
+    def take_observed(self) -> list[dict[str, Any]]:
+        observed, self._observed = self._observed, []
+        return observed
+
+    def all_events(self) -> list[dict[str, Any]]:
+        """Every event of the run, with its verdict, in time order."""
+        verdict = "blocked" if self.settings.mode == "strict" else "warned"
+        events = [{**e, "verdict": "allowed"} for e in self.allowed]
+        events += [{**e, "verdict": verdict, "rule": None} for e in self.events]
+        events.sort(key=lambda e: e.get("timestamp") or 0.0)
+        return events
+
+    def write_report(self, path: str) -> None:
+        """The JSON report of ``--netguard-report``."""
+        s = self.settings
+        document = {
+            "schema": SCHEMA,
+            "mode": s.mode,
+            "default_size": s.default_size,
+            "implementation": self.impl.name,
+            "events": [
+                {
+                    "test": e["test"],
+                    "phase": e["phase"],
+                    "size": e["size"],
+                    "operation": e["op"],
+                    "family": FAMILIES.get(e["family"], str(e["family"])),
+                    "destination": e["destination"],
+                    "verdict": e["verdict"],
+                    "rule": e.get("rule"),
+                    "rule_name": e.get("rule_name"),
+                }
+                for e in self.all_events()
+            ],
+        }
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(document, f, indent=2)
+            f.write("\n")
+
+    def verbose_table(self) -> list[str]:
+        """The ``--netguard-verbose`` table: every event and the rule that allowed it."""
+        rows = [("TEST", "FAMILY", "ADDR:PORT", "STATUS", "RULE")]
+        for e in self.all_events():
+            rule = e.get("rule") or "-"
+            if e.get("rule_name"):
+                rule = f"{rule} ({e['rule_name']})"
+            rows.append(
+                (
+                    str(e["test"]),
+                    FAMILIES.get(e["family"], str(e["family"])),
+                    e["destination"],
+                    e["verdict"].upper(),
+                    rule,
+                )
+            )
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        return [
+            "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r[:4])) + "  " + r[4]
+            for r in rows
+        ]
 
     # ------------------------------------------------------------------ reporting
 
@@ -176,3 +301,11 @@ class NetguardSession:
     def collection_failure(violations: list[Violation]) -> str:
         """The text of a collection error for a module that swallowed a strict violation."""
         return str(violations[0].error(swallowed=len(violations)))
+
+
+def _is_numeric(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return False
+    return True

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from netguard._report import REPORT_ATTR, event_dict
+from netguard._report import ALLOWED_ATTR, REPORT_ATTR, event_dict
 from netguard.config import OPTIONS, ConfigError, Settings, resolve
 
 if TYPE_CHECKING:
@@ -31,6 +31,7 @@ __all__ = [
     "pytest_runtest_makereport",
     "pytest_runtest_setup",
     "pytest_runtest_teardown",
+    "pytest_sessionfinish",
     "pytest_terminal_summary",
     "pytest_unconfigure",
 ]
@@ -169,7 +170,9 @@ def pytest_collectreport(report: pytest.CollectReport) -> None:
 
 def _take_events(report: pytest.TestReport | pytest.CollectReport) -> None:
     # reports carry no config (under pytest-xdist they come from other processes)
-    if _current_config is None or getattr(report, REPORT_ATTR, None) is None:
+    if _current_config is None or (
+        getattr(report, REPORT_ATTR, None) is None and getattr(report, ALLOWED_ATTR, None) is None
+    ):
         return
     session = _current_config.stash.get(_SESSION, None)
     if session is not None:
@@ -181,7 +184,16 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if session is None:
         return
     lines = session.summary()
+    if session.settings.verbose:
+        lines += ["every network event:", *session.verbose_table()]
     if lines:
         terminalreporter.section("netguard")
         for line in lines:
             terminalreporter.line(line)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    ng = session.config.stash.get(_SESSION, None)
+    if ng is None or ng.settings.report is None or hasattr(session.config, "workerinput"):
+        return  # under pytest-xdist the controller writes the report
+    ng.write_report(str(ng.settings.report))
