@@ -669,3 +669,43 @@ def test_warn_mode_report_marks_warned_events(pytester: pytest.Pytester) -> None
     verdicts = {(e["destination"], e["verdict"]) for e in document["events"]}
     assert ("127.0.0.1:11", "warned") in verdicts
     assert ("127.0.0.1:9", "allowed") in verdicts
+
+
+def test_socketpair_fallback_is_exempt(pytester: pytest.Pytester) -> None:
+    # On Windows socket.socketpair is Python: a listener and a connect on loopback, which
+    # asyncio's event loops use. netguard exempts that function (thread-locally); on Linux
+    # the exemption is exercised through the same fallback, called directly.
+    pytester.makepyfile(
+        test_pair="""
+        import asyncio, socket
+        from netguard._guard import exempt_loopback
+
+        def fallback_socketpair():
+            fallback = getattr(socket, "_fallback_socketpair", None)  # 3.12+
+            if fallback is not None:
+                return fallback()
+            with socket.socket() as listener:  # what socket.py does on Windows
+                listener.bind(("127.0.0.1", 0))
+                listener.listen()
+                a = socket.socket()
+                a.connect(listener.getsockname())
+                b, _ = listener.accept()
+                return a, b
+
+        def test_exempted_fallback_works_in_a_small_test():
+            a, b = exempt_loopback(fallback_socketpair)()
+            a.sendall(b"x")
+            assert b.recv(1) == b"x"
+            a.close()
+            b.close()
+
+        def test_the_same_call_unexempted_is_blocked():
+            fallback_socketpair()
+
+        def test_an_event_loop_runs_in_a_small_test():
+            assert asyncio.run(asyncio.sleep(0, result=42)) == 42
+        """,
+    )
+    result = run(pytester, "--netguard-mode=strict")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["*test_the_same_call_unexempted_is_blocked*"])

@@ -15,11 +15,15 @@ with :func:`install_hooks`, which the pytest plugin does once per session).
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import os
+import socket
 import sys
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -27,7 +31,15 @@ from netguard import _impl
 from netguard._impl import Impl, Policy
 from netguard.errors import NetworkViolationError, Violation, format_destination
 
-__all__ = ["MODES", "Guard", "active_guard", "guard", "install_hooks", "uninstall_hooks"]
+__all__ = [
+    "MODES",
+    "Guard",
+    "active_guard",
+    "exempt_loopback",
+    "guard",
+    "install_hooks",
+    "uninstall_hooks",
+]
 
 MODES = ("strict", "warn", "off")
 
@@ -321,11 +333,47 @@ def active_guard() -> Guard | None:
 # --------------------------------------------------------------------------- the callback
 
 
+# Per thread: inside a function that may use loopback whatever the size (see below).
+_exempt = threading.local()
+
+
+def exempt_loopback(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn``, allowed loopback connections on the thread that calls it, whatever the size.
+
+    For ``socket.socketpair`` where it is written in Python (Windows, where it connects a
+    pair of loopback sockets through a listener): asyncio's event loops call it to make
+    their self-pipe, so without this no event loop would start in a small test.
+    """
+
+    @functools.wraps(fn)
+    def exempted(*args: Any, **kwargs: Any) -> Any:
+        depth = getattr(_exempt, "depth", 0)
+        _exempt.depth = depth + 1
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _exempt.depth = depth
+
+    exempted.__netguard_exempt__ = fn  # type: ignore[attr-defined]
+    return exempted
+
+
+def _is_loopback(family: int, host: str | None) -> bool:
+    if family not in (socket.AF_INET, socket.AF_INET6) or host is None:
+        return False
+    try:
+        return ipaddress.ip_address(host.partition("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
 def _on_denied(op: str, family: int, host: str | None, port: int | None) -> None:
     """The deny callback given to ``impl.install``: record, then raise or warn.
 
     Runs with the GIL on the thread that made the call, only for denied calls.
     """
+    if getattr(_exempt, "depth", 0) and _is_loopback(family, host):
+        return
     with _lock:
         g = _stack[-1] if _stack else None
         mode = g.mode if g is not None else _fallback_mode

@@ -12,14 +12,16 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
+import socket
 import time
+import types
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from netguard._guard import Guard, guard, install_hooks, uninstall_hooks
+from netguard._guard import Guard, exempt_loopback, guard, install_hooks, uninstall_hooks
 from netguard._observe import FAMILIES
 from netguard._report import ALLOWED_ATTR, REPORT_ATTR, SCHEMA, event_dict
 from netguard.config import Settings
@@ -51,6 +53,11 @@ class NetguardSession:
         self.settings = settings
         self.policies = PolicySet(settings.allow_rules)
         self.impl = install_hooks(self.policies.impl)
+        # Where socket.socketpair is Python (Windows), it connects loopback sockets, and
+        # asyncio's event loops call it: exempt it, so event loops work in small tests.
+        self._socketpair = socket.socketpair
+        if not isinstance(self._socketpair, types.BuiltinFunctionType):
+            socket.socketpair = exempt_loopback(self._socketpair)
         self.policies.precompile()
         self.default = self.policies.for_test(settings.default_size)
         # every violation of the run, from this process or from xdist workers' reports
@@ -72,6 +79,7 @@ class NetguardSession:
             from netguard._observe import set_observer
 
             set_observer(None)
+        socket.socketpair = self._socketpair
         uninstall_hooks()
 
     # ------------------------------------------------------------------ attribution
