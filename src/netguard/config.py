@@ -224,7 +224,9 @@ OPTIONS: tuple[Option, ...] = (
         flag="--netguard-verbose",
         env="NETGUARD_VERBOSE",
         ini="netguard_verbose",
-        ini_type="bool",
+        # read as a string and parsed here: pytest's own bool parsing would reject a bad
+        # value with a message that does not name the key
+        ini_type="string",
         kind="bool",
         default=False,
         help="Show a table of every network event with the rule that allowed it.",
