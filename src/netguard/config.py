@@ -26,8 +26,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from netguard.rules import Rule, RuleError, parse_rule
-
 # The plugin imports this module at startup: TOML, YAML and difflib are imported only
 # when an allowlist file is read or an error message is built, and typing-only names
 # stay out of the runtime.
@@ -35,6 +33,8 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy kno
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, Literal
+
+    from netguard.rules import Rule
 
     IniType = Literal["string", "linelist", "bool", "args"]
     Kind = Literal["choice", "rules", "path", "bool"]
@@ -543,6 +543,7 @@ def _convert_path(opt: Option, raw: _Raw, base: Path) -> Path | None:
 
 
 def _convert_rules(raw: _Raw) -> tuple[Rule, ...]:
+    from netguard.rules import RuleError, parse_rule  # only when there are rules
     value = raw.value
     items: Sequence[object]
     if isinstance(value, str):
@@ -898,6 +899,7 @@ def _did_you_mean(word: object, choices: Iterable[str]) -> str:
 
 
 def _entry_rule(entry: object, index: int, where: str) -> Rule:
+    from netguard.rules import RuleError, parse_rule
     """Check one allowlist entry and build its rule."""
     if not isinstance(entry, Mapping):
         raise ConfigError(
@@ -971,6 +973,8 @@ def _entry_rule(entry: object, index: int, where: str) -> Rule:
 
 def _check_destination(key: str, dest: str, where: str, fail: _Fail) -> None:
     """Check that ``dest`` alone is what ``key`` promises, for messages that say so."""
+    from netguard.rules import RuleError, parse_rule
+
     try:
         alone = parse_rule(dest, source=where)
     except RuleError as err:

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 import pytest
 
 from netguard._report import ALLOWED_ATTR, REPORT_ATTR, event_dict
-from netguard.config import OPTIONS, ConfigError, Settings, resolve
 
 if TYPE_CHECKING:
     from netguard._session import NetguardSession
+    from netguard.config import Settings
 
 __all__ = [
     "pytest_addoption",
@@ -36,7 +36,7 @@ __all__ = [
     "pytest_unconfigure",
 ]
 
-_SETTINGS = pytest.StashKey[Settings]()
+_SETTINGS: pytest.StashKey[Settings] = pytest.StashKey()
 # The config of the run, for the report hooks, which get no config argument.
 _current_config: pytest.Config | None = None
 _SESSION: pytest.StashKey[NetguardSession] = pytest.StashKey()
@@ -52,6 +52,7 @@ _MARKERS = (
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    from netguard.config import OPTIONS  # here, not at import: importing the plugin is free
     group = parser.getgroup("netguard", "netguard: network guard by test size")
     for opt in OPTIONS:
         group.addoption(opt.flag, **opt.addoption_kwargs())
@@ -61,6 +62,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     for line in _MARKERS:
         config.addinivalue_line("markers", line)
+    from netguard.config import OPTIONS, ConfigError, resolve
+
     try:
         settings = resolve(
             {o.name: config.getoption(o.dest) for o in OPTIONS},
