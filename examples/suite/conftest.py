@@ -34,7 +34,7 @@ class FakeWeatherAPI(BaseHTTPRequestHandler):
 def serve(port: int = 0) -> Iterator[tuple[str, int]]:
     """Run the fake API on 127.0.0.1:port (0: any free port) in a thread."""
     server = ThreadingHTTPServer(("127.0.0.1", port), FakeWeatherAPI)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield server.server_address[:2]
