@@ -372,6 +372,7 @@ def _on_denied(op: str, family: int, host: str | None, port: int | None) -> None
 
     Runs with the GIL on the thread that made the call, only for denied calls.
     """
+    __tracebackhide__ = True  # pytest shows the user's call, not this frame
     if getattr(_exempt, "depth", 0) and _is_loopback(family, host):
         return
     with _lock:
