@@ -1580,3 +1580,47 @@ def test_docs_examples_are_valid(tmp_path: Path) -> None:
     yaml_rules = load_yaml(tmp_path, gen.EXAMPLE_YAML, name="allowlist.yaml")
     if yaml_rules is not None:
         assert [(r.name, str(r)) for r in yaml_rules] == [(r.name, str(r)) for r in toml_rules]
+
+
+NETAUDIT_YAML = """\
+version: 1
+includes_builtins: true
+allowlist:
+  - name: staging-db
+    family: AF_INET
+    addr: 10.30.0.5
+    port: 5432
+  - name: corp6
+    family: AF_INET6
+    cidr: 2001:db8::/32
+  - name: docker
+    family: AF_UNIX
+    path_glob: /var/run/docker*.sock
+  - name: pg-sockets
+    family: AF_UNIX
+    path_prefix: /run/postgresql/
+  - name: nl
+    family: AF_NETLINK
+"""
+
+
+def test_netaudit_allowlist_reads_as_is(tmp_path: Path) -> None:
+    path = tmp_path / "netaudit.yaml"
+    path.write_text(NETAUDIT_YAML)
+    rules = load_allowlist(path)
+    assert [(r.name, str(r)) for r in rules] == [
+        ("staging-db", "10.30.0.5:5432"),
+        ("corp6", "2001:db8::/32"),
+        ("docker", "unix:/var/run/docker*.sock"),
+        ("pg-sockets", "unix:/run/postgresql/*"),
+    ]
+    assert rules[0].source.endswith("netaudit.yaml:4")
+
+
+def test_netaudit_family_still_checked(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "version: 1\nallowlist:\n  - name: x\n    family: AF_INET6\n    addr: 10.0.0.1\n"
+    )
+    with pytest.raises(ConfigError, match=r"bad.yaml:3: .*family 'inet6' does not match"):
+        load_allowlist(path)

@@ -544,6 +544,7 @@ def _convert_path(opt: Option, raw: _Raw, base: Path) -> Path | None:
 
 def _convert_rules(raw: _Raw) -> tuple[Rule, ...]:
     from netguard.rules import RuleError, parse_rule  # only when there are rules
+
     value = raw.value
     items: Sequence[object]
     if isinstance(value, str):
@@ -829,7 +830,7 @@ def allowlist_from_data(
             f"not {_type_name(data)}",
         )
     for key in data:
-        if key not in _TOP_KEYS:
+        if key not in _TOP_KEYS and key not in _NETAUDIT_IGNORED:
             raise top_error(
                 str(key),
                 f"unknown top-level key {key!r}{_did_you_mean(key, _TOP_KEYS)}; "
@@ -863,8 +864,11 @@ def allowlist_from_data(
         entry_lines = [fallback] * len(entries) if fallback is not None else []
     rules: list[Rule] = []
     seen: dict[str, str] = {}
-    for index, entry in enumerate(entries, 1):
+    for index, raw_entry in enumerate(entries, 1):
         where = f"{file}:{entry_lines[index - 1]}" if entry_lines else file
+        entry = _from_netaudit(raw_entry)
+        if entry is None:
+            continue  # a netlink entry: netguard never judges netlink sockets
         rule = _entry_rule(entry, index, where)
         name = rule.name or ""
         if name in seen:
@@ -875,6 +879,34 @@ def allowlist_from_data(
         seen[name] = where
         rules.append(rule)
     return rules
+
+
+# netaudit's spellings of the same schema, read as netguard's (docs/migration.md).
+_NETAUDIT_FAMILIES = {"AF_INET": "inet", "AF_INET6": "inet6", "AF_UNIX": "unix"}
+_NETAUDIT_IGNORED = frozenset({"includes_builtins"})
+
+
+def _from_netaudit(entry: object) -> object:
+    """An entry in netaudit's spelling as netguard's; None for one to skip (netlink)."""
+    if not isinstance(entry, Mapping):
+        return entry
+    family = entry.get("family")
+    if family == "AF_NETLINK":
+        return None
+    if (
+        not any(key in entry for key in ("path_glob", "path_prefix", *_NETAUDIT_IGNORED))
+        and family not in _NETAUDIT_FAMILIES
+    ):
+        return entry
+    out = {k: v for k, v in entry.items() if k not in _NETAUDIT_IGNORED}
+    if family in _NETAUDIT_FAMILIES:
+        out["family"] = _NETAUDIT_FAMILIES[family]
+    if "path" not in out:
+        if isinstance(out.get("path_glob"), str) and "path_prefix" not in out:
+            out["path"] = out.pop("path_glob")
+        elif isinstance(out.get("path_prefix"), str) and "path_glob" not in out:
+            out["path"] = out.pop("path_prefix") + "*"
+    return out
 
 
 def _type_name(value: object) -> str:
@@ -900,6 +932,7 @@ def _did_you_mean(word: object, choices: Iterable[str]) -> str:
 
 def _entry_rule(entry: object, index: int, where: str) -> Rule:
     from netguard.rules import RuleError, parse_rule
+
     """Check one allowlist entry and build its rule."""
     if not isinstance(entry, Mapping):
         raise ConfigError(
