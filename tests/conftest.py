@@ -163,3 +163,12 @@ class _TcpServer:
                 except OSError:
                     pass
                 self.received.append(b"".join(chunks))
+
+
+@pytest.fixture
+def clean_netguard_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No NETGUARD_* variable from the outer environment reaches an inner pytest run."""
+    from pluginrun import NETGUARD_VARS
+
+    for name in NETGUARD_VARS:
+        monkeypatch.delenv(name, raising=False)

@@ -14,48 +14,14 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-pytestmark = pytest.mark.usefixtures("_clean_env")
+from pluginrun import UDP, run
 
-
-@pytest.fixture
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in (
-        "NETGUARD_MODE",
-        "NETGUARD_DEFAULT_SIZE",
-        "NETGUARD_ALLOW",
-        "NETGUARD_ALLOWLIST",
-        "NETGUARD_REPORT",
-        "NETGUARD_VERBOSE",
-    ):
-        monkeypatch.delenv(name, raising=False)
-
-
-def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    return pytester.runpytest_subprocess("-p", "no:cacheprovider", "--strict-markers", *args)
-
-
-# Helpers the inner tests use: a UDP connect (no packet is sent) and a TCP listener.
-HELPERS = """
-import socket, threading
-import pytest
-
-def udp_connect(host, port=9):
-    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        s.connect((host, port))
-    except OSError as exc:
-        # an allowed destination outside: no route inside the private network namespace
-        import errno
-        if isinstance(exc, PermissionError) or exc.errno != errno.ENETUNREACH:
-            raise
-    finally:
-        s.close()
-"""
+pytestmark = pytest.mark.usefixtures("clean_netguard_env")
 
 
 def test_strict_mode_by_size(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
-        helpers=HELPERS,
+        helpers=UDP,
         test_sizes="""
         import pytest
         from helpers import udp_connect
@@ -127,7 +93,7 @@ def test_strict_mode_by_size(pytester: pytest.Pytester) -> None:
 
 def test_failure_text_names_everything(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
-        helpers=HELPERS,
+        helpers=UDP,
         test_one="""
         import socket
         from helpers import udp_connect
@@ -149,7 +115,7 @@ def test_failure_text_names_everything(pytester: pytest.Pytester) -> None:
 
 def test_swallowed_violation_still_fails(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
-        helpers=HELPERS,
+        helpers=UDP,
         test_swallow="""
         import socket
         from helpers import udp_connect
@@ -185,7 +151,7 @@ def test_swallowed_violation_still_fails(pytester: pytest.Pytester) -> None:
 
 def test_fixture_phases_are_attributed(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
-        helpers=HELPERS,
+        helpers=UDP,
         test_fix="""
         import pytest
         from helpers import udp_connect
@@ -224,7 +190,7 @@ def test_fixture_phases_are_attributed(pytester: pytest.Pytester) -> None:
 
 def test_session_fixture_set_up_by_a_small_test_is_blocked(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
-        helpers=HELPERS,
+        helpers=UDP,
         test_fix="""
         import pytest
         from helpers import udp_connect
@@ -245,7 +211,7 @@ def test_session_fixture_set_up_by_a_small_test_is_blocked(pytester: pytest.Pyte
 
 def test_warn_mode_lets_calls_through_and_warns_once(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
-        helpers=HELPERS,
+        helpers=UDP,
         test_warn="""
         from helpers import udp_connect
 
@@ -349,7 +315,7 @@ def test_bad_configuration_is_a_usage_error(
 
 def test_config_rules_extend_medium_not_small(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
-        helpers=HELPERS,
+        helpers=UDP,
         test_rules="""
         import pytest
         from helpers import udp_connect
@@ -380,7 +346,7 @@ def test_allowlist_file(pytester: pytest.Pytester) -> None:
         """,
     )
     pytester.makepyfile(
-        helpers=HELPERS,
+        helpers=UDP,
         test_file="""
         import pytest
         from helpers import udp_connect
@@ -425,7 +391,7 @@ def test_marker_errors_fail_the_test(pytester: pytest.Pytester) -> None:
 
 def test_collection_runs_under_the_default_size(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
-        helpers=HELPERS,
+        helpers=UDP,
         test_import_time="""
         from helpers import udp_connect
 
@@ -444,7 +410,7 @@ def test_collection_runs_under_the_default_size(pytester: pytest.Pytester) -> No
 
 def test_collection_swallowed_violation_fails_the_module(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
-        helpers=HELPERS,
+        helpers=UDP,
         test_import_swallow="""
         from helpers import udp_connect
 
@@ -464,7 +430,7 @@ def test_collection_swallowed_violation_fails_the_module(pytester: pytest.Pytest
 
 def test_summary_and_junit_properties(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
-        helpers=HELPERS,
+        helpers=UDP,
         test_sum="""
         from helpers import udp_connect
 
@@ -565,7 +531,7 @@ def test_markers_are_registered(pytester: pytest.Pytester) -> None:
 
 def test_xdist_workers_enforce_and_the_controller_sums_up(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
-        helpers=HELPERS,
+        helpers=UDP,
         test_x="""
         import pytest
         from helpers import udp_connect
@@ -608,7 +574,7 @@ def test_small():
 
 @pytest.mark.parametrize("xdist", [False, True], ids=["plain", "xdist"])
 def test_json_report_has_every_event(pytester: pytest.Pytester, xdist: bool) -> None:
-    pytester.makepyfile(helpers=HELPERS, test_rep=REPORTED)
+    pytester.makepyfile(helpers=UDP, test_rep=REPORTED)
     extra = ("-n", "2") if xdist else ()
     result = run(pytester, "--netguard-mode=strict", "--netguard-report=out.json", *extra)
     result.assert_outcomes(passed=2, failed=1)
@@ -647,7 +613,7 @@ def test_json_report_has_every_event(pytester: pytest.Pytester, xdist: bool) -> 
 
 
 def test_verbose_table(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(helpers=HELPERS, test_rep=REPORTED)
+    pytester.makepyfile(helpers=UDP, test_rep=REPORTED)
     result = run(pytester, "--netguard-mode=strict", "--netguard-verbose")
     result.stdout.fnmatch_lines(
         [
@@ -662,7 +628,7 @@ def test_verbose_table(pytester: pytest.Pytester) -> None:
 
 
 def test_warn_mode_report_marks_warned_events(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(helpers=HELPERS, test_rep=REPORTED)
+    pytester.makepyfile(helpers=UDP, test_rep=REPORTED)
     result = run(pytester, "--netguard-mode=warn", "--netguard-report=out.json")
     result.assert_outcomes(passed=3, warnings=1)
     document = json.loads((pytester.path / "out.json").read_text())

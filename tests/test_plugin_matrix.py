@@ -12,40 +12,10 @@ import json
 
 import pytest
 
-pytestmark = pytest.mark.usefixtures("_clean_env")
+from pluginrun import UDP, run
 
+pytestmark = pytest.mark.usefixtures("clean_netguard_env")
 
-@pytest.fixture
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in (
-        "NETGUARD_MODE",
-        "NETGUARD_DEFAULT_SIZE",
-        "NETGUARD_ALLOW",
-        "NETGUARD_ALLOWLIST",
-        "NETGUARD_REPORT",
-        "NETGUARD_VERBOSE",
-    ):
-        monkeypatch.delenv(name, raising=False)
-
-
-def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    return pytester.runpytest_subprocess("-p", "no:cacheprovider", "--strict-markers", *args)
-
-
-UDP = """
-import errno, socket
-
-def udp_connect(host, port=9):
-    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        s.connect((host, port))
-    except OSError as exc:
-        # allowed, outside: no route inside the private network namespace
-        if isinstance(exc, PermissionError) or exc.errno != errno.ENETUNREACH:
-            raise
-    finally:
-        s.close()
-"""
 
 # --------------------------------------------------------------------------- each source
 
