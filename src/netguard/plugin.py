@@ -1,9 +1,10 @@
 """netguard's pytest plugin, loaded through the ``pytest11`` entry point.
 
-Hooks only: the options come from :mod:`netguard.config`, the policies from
+Hooks only. The options come from :mod:`netguard.config`, the policies from
 :mod:`netguard.policy`, the per-session state from :mod:`netguard._session`. With the mode
-``off`` (the default) the plugin registers its options and markers and nothing else: the C
-extension is not loaded and nothing is patched.
+``off`` (the default) the plugin registers its options and markers and nothing else: the
+hooks that enforce and report are registered by ``pytest_configure`` only for ``strict``
+and ``warn``, the C extension is not loaded and nothing is patched.
 """
 
 from __future__ import annotations
@@ -22,23 +23,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "pytest_addoption",
-    "pytest_collectreport",
     "pytest_configure",
-    "pytest_make_collect_report",
     "pytest_report_header",
-    "pytest_runtest_call",
-    "pytest_runtest_logreport",
-    "pytest_runtest_makereport",
-    "pytest_runtest_setup",
-    "pytest_runtest_teardown",
-    "pytest_sessionfinish",
-    "pytest_terminal_summary",
     "pytest_unconfigure",
 ]
 
 _SETTINGS: pytest.StashKey[Settings] = pytest.StashKey()
-# The config of the run, for the report hooks, which get no config argument.
-_current_config: pytest.Config | None = None
+_ENFORCING = "netguard-enforcing"
 _SESSION: pytest.StashKey[NetguardSession] = pytest.StashKey()
 
 _MARKERS = (
@@ -53,6 +44,7 @@ _MARKERS = (
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     from netguard.config import OPTIONS  # here, not at import: importing the plugin is free
+
     group = parser.getgroup("netguard", "netguard: network guard by test size")
     for opt in OPTIONS:
         group.addoption(opt.flag, **opt.addoption_kwargs())
@@ -75,21 +67,21 @@ def pytest_configure(config: pytest.Config) -> None:
     except ConfigError as exc:
         raise pytest.UsageError(f"netguard: {exc}") from None
     config.stash[_SETTINGS] = settings
-    global _current_config
-    _current_config = config
     if settings.mode == "off":
-        return
+        return  # no per-test hook is even registered: off costs nothing per test
     from netguard._session import NetguardSession
 
-    config.stash[_SESSION] = NetguardSession(settings)
+    session = NetguardSession(settings)
+    config.stash[_SESSION] = session
+    config.pluginmanager.register(_Enforcing(session), _ENFORCING)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    global _current_config
-    if _current_config is config:
-        _current_config = None
     session = config.stash.get(_SESSION, None)
     if session is not None:
+        enforcing = config.pluginmanager.get_plugin(_ENFORCING)
+        if enforcing is not None:
+            config.pluginmanager.unregister(enforcing)
         session.close()
         del config.stash[_SESSION]
 
@@ -104,99 +96,84 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     return f"netguard: off ({settings.mode_source}); nothing is checked"
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, object, object]:
-    session = collector.config.stash.get(_SESSION, None)
-    if session is None:
-        return (yield)
-    with session.collection() as violations:
+class _Enforcing:
+    """The hooks that enforce and report, registered by ``pytest_configure`` only when
+    the mode is not ``off``."""
+
+    def __init__(self, session: NetguardSession) -> None:
+        self.session = session
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_make_collect_report(
+        self, collector: pytest.Collector
+    ) -> Generator[None, object, object]:
+        session = self.session
+        with session.collection() as violations:
+            report = yield
+            assert isinstance(report, pytest.CollectReport)
+            if violations:
+                setattr(report, REPORT_ATTR, [event_dict(v) for v in violations])
+                if session.settings.mode == "strict" and report.passed:
+                    # the module swallowed the error: its collection fails all the same
+                    report.outcome = "failed"
+                    report.longrepr = session.collection_failure(violations)
+            return report
+
+    def _phase(self, item: pytest.Item, phase: str) -> Generator[None, object, object]:
+        __tracebackhide__ = True
+        g = self.session.phase_guard(item, phase)
+        try:
+            with g:
+                return (yield)
+        finally:
+            self.session.keep(g.violations, item, phase)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, object, object]:
+        __tracebackhide__ = True
+        return (yield from self._phase(item, "setup"))
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, object, object]:
+        __tracebackhide__ = True
+        return (yield from self._phase(item, "call"))
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_teardown(self, item: pytest.Item) -> Generator[None, object, object]:
+        __tracebackhide__ = True
+        return (yield from self._phase(item, "teardown"))
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
-        assert isinstance(report, pytest.CollectReport)
-        if violations:
-            setattr(report, REPORT_ATTR, [event_dict(v) for v in violations])
-            if session.settings.mode == "strict" and report.passed:
-                # the module swallowed the error: its collection fails all the same
-                report.outcome = "failed"
-                report.longrepr = session.collection_failure(violations)
+        self.session.attach(item, report)
         return report
 
+    # Reports carry the violations and events of their phase; under pytest-xdist they
+    # come from the workers, and the controller (which prints and writes) collects them.
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self._take_events(report)
 
-def _phase(item: pytest.Item, phase: str) -> Generator[None, object, object]:
-    __tracebackhide__ = True
-    session = item.config.stash.get(_SESSION, None)
-    if session is None:
-        return (yield)
-    g = session.phase_guard(item, phase)
-    try:
-        with g:
-            return (yield)
-    finally:
-        session.keep(g.violations, item, phase)
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        self._take_events(report)
 
+    def _take_events(self, report: pytest.TestReport | pytest.CollectReport) -> None:
+        if hasattr(report, REPORT_ATTR) or hasattr(report, ALLOWED_ATTR):
+            self.session.collect_events(report)
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_setup(item: pytest.Item) -> Generator[None, object, object]:
-    __tracebackhide__ = True
-    return (yield from _phase(item, "setup"))
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        lines = self.session.summary()
+        if self.session.settings.verbose:
+            lines += ["every network event:", *self.session.verbose_table()]
+        if lines:
+            terminalreporter.section("netguard")
+            for line in lines:
+                terminalreporter.line(line)
 
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
-    __tracebackhide__ = True
-    return (yield from _phase(item, "call"))
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, object, object]:
-    __tracebackhide__ = True
-    return (yield from _phase(item, "teardown"))
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    report = yield
-    session = item.config.stash.get(_SESSION, None)
-    if session is not None:
-        session.attach(item, report)
-    return report
-
-
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    _take_events(report)
-
-
-def pytest_collectreport(report: pytest.CollectReport) -> None:
-    _take_events(report)
-
-
-def _take_events(report: pytest.TestReport | pytest.CollectReport) -> None:
-    # reports carry no config (under pytest-xdist they come from other processes)
-    if _current_config is None or (
-        getattr(report, REPORT_ATTR, None) is None and getattr(report, ALLOWED_ATTR, None) is None
-    ):
-        return
-    session = _current_config.stash.get(_SESSION, None)
-    if session is not None:
-        session.collect_events(report)
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    session = terminalreporter.config.stash.get(_SESSION, None)
-    if session is None:
-        return
-    lines = session.summary()
-    if session.settings.verbose:
-        lines += ["every network event:", *session.verbose_table()]
-    if lines:
-        terminalreporter.section("netguard")
-        for line in lines:
-            terminalreporter.line(line)
-
-
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    ng = session.config.stash.get(_SESSION, None)
-    if ng is None or ng.settings.report is None or hasattr(session.config, "workerinput"):
-        return  # under pytest-xdist the controller writes the report
-    ng.write_report(str(ng.settings.report))
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        report = self.session.settings.report
+        if report is None or hasattr(session.config, "workerinput"):
+            return  # under pytest-xdist the controller writes the report
+        self.session.write_report(str(report))
