@@ -944,5 +944,3 @@ def test_isolated_backstop_catches_the_raw_socket_type() -> None:
         "c",
     )
     assert out == "192.0.2.10:443"
-
-
