@@ -29,7 +29,6 @@ import hashlib
 import importlib
 import itertools
 import json
-import math
 import os
 import platform
 import random
@@ -40,10 +39,12 @@ import subprocess
 import sys
 import time
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
+
+from _common import summary, text_table  # benchmarks/ is on sys.path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.join(os.path.dirname(HERE), "src")
@@ -123,34 +124,6 @@ def core_path(ng: ModuleType) -> str:
 
 # ---------------------------------------------------------------------------------------
 # Statistics
-
-
-def quantile(sorted_values: Sequence[float], q: float) -> float:
-    """Linear-interpolation quantile of already sorted values."""
-    if not sorted_values:
-        return math.nan
-    pos = (len(sorted_values) - 1) * q
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
-
-
-def summary(values: Sequence[float]) -> dict[str, float]:
-    """Median, quartiles and a distribution-free ~95% confidence interval of the median
-    (order statistics n/2 -+ 0.98 sqrt(n))."""
-    s = sorted(values)
-    n = len(s)
-    half = 0.98 * math.sqrt(n)
-    lo_i = max(0, math.floor(n / 2 - half))
-    hi_i = min(n - 1, math.ceil(n / 2 + half) - 1)
-    return {
-        "n": n,
-        "median": statistics.median(s),
-        "p25": quantile(s, 0.25),
-        "p75": quantile(s, 0.75),
-        "ci95_lo": s[lo_i] if n else math.nan,
-        "ci95_hi": s[hi_i] if n else math.nan,
-    }
 
 
 # ---------------------------------------------------------------------------------------
@@ -752,20 +725,6 @@ def sha256_file(path: str) -> str:
 
 def fmt_ns(v: float) -> str:
     return f"{v:,.0f}" if v >= 100 else f"{v:.1f}"
-
-
-def text_table(headers: list[str], rows: list[list[str]], right: set[int]) -> list[str]:
-    """Columns as wide as their widest cell; the columns in `right` right-aligned."""
-    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(
-            c.rjust(w) if i in right else c.ljust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
-    return [line(headers), rule, *(line(r) for r in rows)]
 
 
 def render(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:

@@ -42,7 +42,6 @@ import argparse
 import datetime
 import hashlib
 import json
-import math
 import os
 import platform
 import pstats
@@ -58,6 +57,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from _common import summary, text_table  # benchmarks/ is on sys.path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -109,37 +110,6 @@ DROP_ENV = (
 
 # ---------------------------------------------------------------------------------------
 # Statistics (the same conventions as run.py)
-
-
-def quantile(sorted_values: Sequence[float], q: float) -> float:
-    """Linear-interpolation quantile of already sorted values."""
-    if not sorted_values:
-        return math.nan
-    pos = (len(sorted_values) - 1) * q
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
-
-
-def summary(values: Sequence[float]) -> dict[str, float]:
-    """Median, quartiles and a distribution-free ~95% confidence interval of the median
-    (order statistics n/2 -+ 0.98 sqrt(n)). With few values the interval is wide, and
-    below 6 values it is the whole range."""
-    s = sorted(values)
-    n = len(s)
-    half = 0.98 * math.sqrt(n)
-    lo_i = max(0, math.floor(n / 2 - half))
-    hi_i = min(n - 1, math.ceil(n / 2 + half) - 1)
-    return {
-        "n": n,
-        "median": statistics.median(s) if s else math.nan,
-        "p25": quantile(s, 0.25),
-        "p75": quantile(s, 0.75),
-        "min": s[0] if s else math.nan,
-        "max": s[-1] if s else math.nan,
-        "ci95_lo": s[lo_i] if n else math.nan,
-        "ci95_hi": s[hi_i] if n else math.nan,
-    }
 
 
 # ---------------------------------------------------------------------------------------
@@ -1146,20 +1116,6 @@ def machine_info(python: str, env: dict[str, str], package_dir: str) -> dict[str
         "src_modified": bool(dirty),
         "loadavg_start": os.getloadavg(),
     }
-
-
-def text_table(headers: list[str], rows: list[list[str]], right: set[int]) -> list[str]:
-    """Columns as wide as their widest cell; the columns in `right` right-aligned."""
-    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(
-            c.rjust(w) if i in right else c.ljust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
-    return [line(headers), rule, *(line(r) for r in rows)]
 
 
 def render(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
