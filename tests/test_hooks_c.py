@@ -1195,7 +1195,13 @@ def test_threads_while_the_policy_swaps(
             ng.activate(allow if i % 2 else deny, strict)
             if i % 10 == 0:
                 time.sleep(0)
-        time.sleep(0.05)
+        # then hold each policy until the threads have met it: the swaps above may all
+        # have happened while the scheduler ran the main thread alone
+        for policy, column in ((deny, 1), (allow, 0)):
+            ng.activate(policy, strict)
+            deadline = time.monotonic() + 10
+            while sum(r[column] for r in results) == 0 and time.monotonic() < deadline:
+                time.sleep(0.001)
     finally:
         stop.set()
         sys.setswitchinterval(interval)
