@@ -17,8 +17,6 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from netguard.errors import format_destination
-
 __all__ = ["FAMILIES", "Observer", "set_observer"]
 
 #: How a family is written in reports.
@@ -120,7 +118,3 @@ def _dns_event(observer: Observer, op: str, args: tuple[Any, ...]) -> None:
     name = _text(host)
     if name:
         observer(op, 0, name, port)
-
-
-def describe(op: str, family: int, host: str, port: int | None) -> str:
-    return format_destination(family, host, port)
