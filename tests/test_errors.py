@@ -187,7 +187,7 @@ def test_swallowed_note() -> None:
 
 def _attrs(obj: object) -> dict[str, object]:
     names: tuple[str, ...] = ("op", "family", "host", "port", "destination", "test", "size")
-    names += ("phase", "slug", "rule", "hint", "swallowed", "message")
+    names += ("phase", "slug", "rule", "hint", "swallowed", "escalated", "message")
     return {name: getattr(obj, name) for name in names}
 
 
@@ -203,6 +203,7 @@ def test_pickle_round_trip(cls: type[NetworkViolationError], protocol: int) -> N
         size="medium",
         phase="setup",
         swallowed=2,
+        escalated=True,
     )
     original.extra = "kept"  # type: ignore[attr-defined]
     copy_ = pickle.loads(pickle.dumps(original, protocol))
@@ -213,6 +214,28 @@ def test_pickle_round_trip(cls: type[NetworkViolationError], protocol: int) -> N
     assert copy_.extra == "kept"  # type: ignore[attr-defined]
     if isinstance(original, OSError):
         assert copy_.errno == errno.EACCES
+
+
+def test_collection_hints_name_what_applies_at_import_time() -> None:
+    # Markers do not apply while a module is imported: the hints say what does.
+    err = NetworkViolationError(
+        "connect", socket.AF_INET, "127.0.0.1", 80, test="<collection>", size="small",
+        phase="collection",
+    )  # fmt: skip
+    assert "move the call into a fixture or into the test that needs it" in err.hint
+    assert "--netguard-default-size=medium" in err.hint  # loopback: medium suffices
+    assert "@pytest.mark" not in err.hint
+    err = NetworkViolationError(
+        "getaddrinfo", 0, "api.example.com", 443, test="<collection>", size="medium",
+        phase="collection",
+    )  # fmt: skip
+    assert "--netguard-allow=api.example.com:443" in err.hint
+    assert "--netguard-default-size=large" in err.hint
+    assert "@pytest.mark" not in err.hint
+    err = NetworkViolationError(
+        "connect", socket.AF_INET, "192.0.2.1", 80, test="t", size="small", phase="call"
+    )
+    assert "@pytest.mark.large" in err.hint and "import time" not in err.hint
 
 
 def test_pickle_keeps_custom_hint_and_notes() -> None:

@@ -621,13 +621,47 @@ def test_warn_mode_lets_the_call_through(impl: _impl.Impl, loopback_tcp_server: 
 
 
 def test_warn_mode_as_error(impl: _impl.Impl, loopback_tcp: tuple[str, int]) -> None:
-    # Under -W error (as this suite runs) the warning is raised from the call.
+    # A warnings filter that makes the warning an error blocks the call as strict mode
+    # would: NetworkViolationError (an OSError, so cleanup code runs), from the warning.
     with warnings.catch_warnings():
         warnings.simplefilter("error", NetworkViolationWarning)
         with socket.socket() as sock:
-            with pytest.raises(NetworkViolationWarning):
+            with pytest.raises(NetworkViolationError) as info:
                 with netguard.guard(netguard.Policy(), mode="warn"):
                     sock.connect(loopback_tcp)
+    assert info.value.escalated and not info.value.swallowed
+    assert isinstance(info.value.__cause__, NetworkViolationWarning)
+    assert "a warnings filter turned NetworkViolationWarning into an error" in str(info.value)
+    assert str(info.value).startswith("netguard blocked connect")
+
+
+def test_warn_mode_as_error_closes_sockets(
+    impl: _impl.Impl, loopback_tcp: tuple[str, int]
+) -> None:
+    # socket.create_connection closes its socket on OSError only: no ResourceWarning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(NetworkViolationError):
+            with netguard.guard(netguard.Policy(), mode="warn"):
+                socket.create_connection(loopback_tcp, timeout=5)
+        gc.collect()  # a leaked socket would warn (an error here) when collected
+
+
+def test_warn_mode_as_error_is_never_lost(impl: _impl.Impl, loopback_tcp: tuple[str, int]) -> None:
+    # Swallowed, the escalated violation is raised on exit as strict would; the same
+    # destination again is blocked again (not let through as already warned about).
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NetworkViolationWarning)
+        with pytest.raises(NetworkViolationError) as info:
+            with netguard.guard(netguard.Policy(), mode="warn", warned=set()) as g:
+                for _ in range(2):
+                    with socket.socket() as sock:
+                        try:
+                            sock.connect(loopback_tcp)
+                        except OSError:
+                            pass
+    assert info.value.swallowed == 2 and info.value.escalated
+    assert len(g.violations) == 2
 
 
 def test_off_mode_patches_nothing(impl: _impl.Impl, loopback_tcp: tuple[str, int]) -> None:

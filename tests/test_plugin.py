@@ -219,18 +219,62 @@ def test_warn_mode_lets_calls_through_and_warns_once(pytester: pytest.Pytester) 
             for _ in range(3):
                 udp_connect("127.0.0.1")
             udp_connect("127.0.0.2")
+
+        def test_again():  # another test: warned about again
+            udp_connect("127.0.0.1")
         """,
     )
     result = run(pytester, "--netguard-mode=warn", "-W", "default")
-    result.assert_outcomes(passed=1, warnings=2)
+    result.assert_outcomes(passed=2, warnings=3)
     result.stdout.fnmatch_lines(
         [
             "*NetworkViolationWarning: netguard let through connect to 127.0.0.1:9*",
-            "*4 network call(s) let through (warn mode):*",
+            "*5 network call(s) let through (warn mode):*",
         ]
     )
+    # as errors, the warnings block the calls as strict mode would; the swallowed one
+    # still fails its test
+    pytester.makepyfile(
+        test_swallow="""
+        from helpers import udp_connect
+
+        def test_swallowed():
+            try:
+                udp_connect("127.0.0.1")
+            except OSError:
+                pass
+        """
+    )
     strict = run(pytester, "--netguard-mode=warn", "-W", "error::netguard.NetworkViolationWarning")
-    strict.assert_outcomes(failed=1)
+    strict.assert_outcomes(failed=3)
+    strict.stdout.fnmatch_lines(
+        [
+            "*NetworkViolationError: netguard blocked connect to 127.0.0.1:9*",
+            "*note: the code under test swallowed this error (1 violation)*",
+            "*note: warn mode, but a warnings filter turned NetworkViolationWarning into an*",
+        ]
+    )
+
+
+@pytest.mark.parametrize("mode", ["strict", "warn", "off"])
+def test_pytest_socket_alongside_is_named(pytester: pytest.Pytester, mode: str) -> None:
+    # A stand-in module with pytest-socket's module name, loaded as a plugin.
+    pytester.makepyfile(pytest_socket="def pytest_runtest_setup(item):\n    pass\n")
+    pytester.makepyfile(test_one="def test_one():\n    pass\n")
+    pytester.syspathinsert()
+    result = run(pytester, f"--netguard-mode={mode}", "-p", "pytest_socket", "-W", "default")
+    result.assert_outcomes(passed=1)
+    if mode == "off":
+        result.stdout.no_fnmatch_line("*pytest-socket is loaded*")
+        return
+    missed = "warn mode misses connects" if mode == "warn" else "strict mode still blocks"
+    result.stdout.fnmatch_lines(
+        [f"*netguard: pytest-socket is loaded as well;*({missed}*-p no:socket*"]
+    )
+    # an ordinary plugin is not mistaken for it
+    pytester.makepyfile(socket_helpers="def pytest_runtest_setup(item):\n    pass\n")
+    result = run(pytester, f"--netguard-mode={mode}", "-p", "socket_helpers", "-W", "default")
+    result.stdout.no_fnmatch_line("*pytest-socket is loaded*")
 
 
 def test_off_mode_patches_nothing(pytester: pytest.Pytester) -> None:

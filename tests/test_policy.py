@@ -1049,3 +1049,77 @@ def test_marker_data_levels(pytester: pytest.Pytester) -> None:
             "LEVEL test_it[[]1] | test_levels.py | filterwarnings ('ignore',) {}",
         ]
     )
+
+
+# --------------------------------------------------------------------- the quick path
+
+SIMPLE_CONFTEST = """
+import pytest
+from netguard.policy import MarkerError, marker_data, resolve_markers, simple_size
+from netguard.rules import RuleError
+
+def pytest_configure(config):
+    for name in ("small", "medium", "large", "xlarge", "allow_network", "netguard(allow)"):
+        config.addinivalue_line("markers", name + ": netguard")
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        quick = simple_size(item, "small")
+        try:
+            full = resolve_markers(marker_data(item), default="small", where=item.nodeid)
+        except (MarkerError, RuleError):
+            full = None
+        simple = full is not None and not full.extra and not full.allow_network
+        # the quick path never disagrees, and never declines a test whose every netguard
+        # marker is one argument-free size marker
+        if quick is not None:
+            assert simple and quick == full.size, (item.nodeid, quick, full)
+        sizes = [m for m in item.iter_markers() if m.name in ("netguard", "allow_network")
+                 or m.name in ("small", "medium", "large", "xlarge")]
+        one = len(sizes) <= 1 and all(not m.args and not m.kwargs for m in sizes) and all(
+            m.name not in ("netguard", "allow_network") for m in sizes)
+        if one:
+            assert quick is not None, item.nodeid
+        print("QUICK", item.nodeid, quick, "-" if full is None else full.size)
+"""
+
+
+def _random_module(rng: Any) -> str:
+    """A test module with size, allow_network and netguard markers at random levels."""
+    choices = [
+        *["small", "medium", "large", "xlarge", "filterwarnings('ignore')"] * 3,
+        "allow_network", "netguard(allow=['192.0.2.1:80'])", "medium('x')",
+    ]  # fmt: skip
+
+    def marks(k: int) -> list[str]:
+        return [f"pytest.mark.{rng.choice(choices)}" for _ in range(rng.randrange(k + 1))]
+
+    out = ["import pytest", f"pytestmark = [{', '.join(marks(2))}]"]
+    for c in range(3):
+        out.append(f"class Base{c}:\n    pytestmark = [{', '.join(marks(1))}]")
+        deco = "".join(f"@{m}\n" for m in marks(2))
+        out.append(f"{deco}class Test{c}(Base{c}):")
+        for f in range(3):
+            fdeco = "".join(f"    @{m}\n" for m in marks(2))
+            params = ", ".join(
+                f"pytest.param({i}, marks=[{', '.join(marks(1))}])" for i in range(2)
+            )
+            out.append(
+                f"{fdeco}    @pytest.mark.parametrize('n', [{params}])\n"
+                f"    def test_{f}(self, n):\n        pass"
+            )
+    return "\n\n".join(out) + "\n"
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_simple_size_agrees_with_the_full_resolution(pytester: pytest.Pytester, seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    pytester.makeconftest(SIMPLE_CONFTEST)
+    pytester.makepyfile(**{f"test_r{i}": _random_module(rng) for i in range(4)})
+    result = pytester.runpytest_inprocess("-q", "-s", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=4 * 3 * 3 * 2)
+    quick = [line for line in result.outlines if line.startswith("QUICK")]
+    assert len(quick) == 72
+    assert any(not line.split()[2] == "None" for line in quick)  # the quick path is taken

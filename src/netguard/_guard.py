@@ -29,7 +29,12 @@ from typing import Any
 
 from netguard import _impl
 from netguard._impl import Impl, Policy
-from netguard.errors import NetworkViolationError, Violation, format_destination
+from netguard.errors import (
+    NetworkViolationError,
+    NetworkViolationWarning,
+    Violation,
+    format_destination,
+)
 
 __all__ = [
     "MODES",
@@ -66,7 +71,9 @@ class Guard:
     innermost one (each a :class:`netguard.errors.Violation`), in order, from every thread.
     Clearing it inside the block acknowledges them: a strict guard then does not re-raise
     them on exit. ``test``, ``size`` and ``phase`` describe where the guard runs (the pytest
-    plugin sets them); messages name them when set.
+    plugin sets them); messages name them when set. ``escalated`` turns true in warn mode
+    when a warnings filter (``-W error``) made a violation's warning an error: the call was
+    then blocked, and the guard re-raises it on exit if swallowed, as a strict one would.
 
     A Guard is entered once; create a new one with :func:`guard` to enter again.
     """
@@ -74,8 +81,10 @@ class Guard:
     __slots__ = (
         "_entered",
         "_exited",
-        "_impl",
         "_prev",
+        "_pushed",
+        "_state",
+        "escalated",
         "mode",
         "phase",
         "policy",
@@ -108,15 +117,18 @@ class Guard:
         self.phase = phase
         self.warned = warned
         self.violations: list[Violation] = []
-        self._impl: Impl | None = None
+        # warn mode: a warnings filter turned a violation's warning into an error
+        self.escalated = False
+        self._state = self._activation()
         self._prev: tuple[Any, bool] = (None, False)
+        self._pushed = False
         self._entered = False
         self._exited = False
 
     @property
     def active(self) -> bool:
         """True between ``__enter__`` and ``__exit__``."""
-        return self._entered and not self._exited
+        return self._pushed
 
     @property
     def enforcing(self) -> bool:
@@ -136,34 +148,11 @@ class Guard:
         )
 
     def __enter__(self) -> Guard:
-        global _state
         with _lock:
             if self._entered:
                 raise RuntimeError("a netguard Guard can be entered only once")
-            impl: Impl | None
-            if self.enforcing:
-                assert self.policy is not None
-                impl = self.policy._impl
-                if _hooks is None:
-                    _adopt(impl)
-                elif _hooks is not impl:
-                    raise RuntimeError(
-                        f"this policy was compiled by the {impl.name!r} implementation, but "
-                        f"the hooks of {_hooks.name!r} are installed; build the policy after "
-                        "switching implementation"
-                    )
-                new_state: tuple[Any, bool] = (self.policy._compiled, self.mode == "strict")
-            else:
-                # off, or no policy: check nothing; patch nothing that is not patched.
-                impl = _hooks
-                new_state = (None, False)
-            self._impl = impl
-            self._prev = _state
-            if impl is not None:
-                impl.activate(*new_state)
-            _state = new_state
             self._entered = True
-            _stack.append(self)
+            self._push()
         return self
 
     def __exit__(
@@ -173,8 +162,20 @@ class Guard:
         tb: TracebackType | None,
     ) -> None:
         __tracebackhide__ = True  # pytest shows the violation, not this frame
-        self._leave()
-        if self.mode != "strict" or not self.violations:
+        self._exited = True
+        self._pop()
+        self._raise_swallowed(exc)
+
+    def _raise_swallowed(self, exc: BaseException | None) -> None:
+        """Strict (or warn with a violation a warnings filter made an error): raise the
+        first violation recorded if the block swallowed it.
+
+        ``exc`` is the exception leaving the block, if any: when it is (or wraps) the
+        violation, or is not an ``Exception`` at all (KeyboardInterrupt, SystemExit, a
+        pytest outcome), nothing is raised over it.
+        """
+        __tracebackhide__ = True
+        if not self.violations or (self.mode != "strict" and not self.escalated):
             return
         if exc is not None and (not isinstance(exc, Exception) or _carries_violation(exc)):
             # The violation surfaced (possibly wrapped: requests' ConnectionError, urllib's
@@ -182,25 +183,71 @@ class Guard:
             # way out and must not be masked.
             return
         count = len(self.violations)
-        raise self.violations[0].error(swallowed=count)
+        raise self.violations[0].error(swallowed=count, escalated=self.mode != "strict")
 
-    def _leave(self) -> None:
+    # The pytest plugin enters one guard per test once per phase (setup, call, teardown)
+    # through _push/_pop, setting ``phase`` in between; ``with`` enters a guard once.
+
+    def _aim(self, policy: Policy, *, test: str | None, size: str | None) -> None:
+        """Point this (inactive) guard at another policy and test: the plugin re-aims its
+        one guard when a new test starts."""
+        if self._pushed:
+            raise RuntimeError("an active netguard Guard cannot change its policy")
+        self.policy = policy
+        self.test = test
+        self.size = size
+        self._state = self._activation()
+
+    def _activation(self) -> tuple[Any, bool]:
+        """What entering activates: (compiled policy or None, strict)."""
+        if self.policy is None or self.mode == "off":
+            return (None, False)
+        return (self.policy._compiled, self.mode == "strict")
+
+    def _push(self) -> None:
+        """Make this guard the innermost one and activate its policy."""
+        global _state
+        with _lock:
+            if self._pushed:
+                raise RuntimeError("this netguard Guard is already active")
+            state = self._state
+            impl = _hooks
+            if state[0] is not None:
+                impl = self.policy._impl  # type: ignore[union-attr]
+                if _hooks is None:
+                    _adopt(impl)
+                elif _hooks is not impl:
+                    raise RuntimeError(
+                        f"this policy was compiled by the {impl.name!r} implementation, but "
+                        f"the hooks of {_hooks.name!r} are installed; build the policy after "
+                        "switching implementation"
+                    )
+            self._prev = _state
+            if impl is not None:
+                impl.activate(*state)
+            _state = state
+            self._pushed = True
+            _stack.append(self)
+
+    def _pop(self) -> None:
+        """Leave: restore the policy of the guard this one was nested in."""
         global _state, _fallback_mode
         with _lock:
-            if not self.active:
+            if not self._pushed:
                 raise RuntimeError("this netguard Guard is not active")
-            self._exited = True
+            self._pushed = False
             _fallback_mode = self.mode
-            position = _index(self)
-            del _stack[position]
-            if position < len(_stack):
-                # Left out of order (another thread's guard is inside this one): the guard
-                # that was nested in this one now restores what this one would have.
-                _stack[position]._prev = self._prev
-            else:
+            if _stack[-1] is self:
+                _stack.pop()
                 _state = self._prev
                 if _hooks is not None:
                     _hooks.activate(*_state)
+            else:
+                # Left out of order (another thread's guard is inside this one): the guard
+                # that was nested in this one now restores what this one would have.
+                position = _index(self)
+                del _stack[position]
+                _stack[position]._prev = self._prev
             if not _stack and not _pinned:
                 _release()
 
@@ -395,11 +442,20 @@ def _on_denied(op: str, family: int, host: str | None, port: int | None) -> None
             return  # a denial judged just before a guard checking nothing took over
         g._record(violation)
     if mode == "warn":
-        if g is not None and g.warned is not None:
-            if violation.destination in g.warned:
-                return
-            g.warned.add(violation.destination)
-        warnings.warn(violation.warning(), stacklevel=_user_stacklevel())
+        warned = None if g is None else g.warned
+        if warned is not None and violation.destination in warned:
+            return
+        try:
+            warnings.warn(violation.warning(), stacklevel=_user_stacklevel())
+        except NetworkViolationWarning as escalated:
+            # A warnings filter made the warning an error (-W error). Block the call as
+            # strict mode would, with the error strict raises: an OSError, so the caller's
+            # cleanup runs (socket.create_connection closes its socket on OSError only).
+            if g is not None:
+                g.escalated = True
+            raise violation.error(escalated=True) from escalated
+        if warned is not None:
+            warned.add(violation.destination)
         return
     raise violation.error()
 

@@ -27,11 +27,13 @@ from netguard._report import ALLOWED_ATTR, REPORT_ATTR, SCHEMA, event_dict
 from netguard.config import Settings
 from netguard.errors import Violation, format_destination
 from netguard.policy import (
+    SIZES,
     CompiledPolicyInfo,
     MarkerError,
     PolicySet,
     marker_data,
     resolve_markers,
+    simple_size,
 )
 from netguard.rules import RuleError
 
@@ -39,11 +41,6 @@ __all__ = ["COLLECTION", "NetguardSession"]
 
 #: The test id that events during collection (importing test modules) are attributed to.
 COLLECTION = "<collection>"
-
-_POLICY = pytest.StashKey["tuple[CompiledPolicyInfo, str] | BaseException"]()
-_WARNED = pytest.StashKey["set[str]"]()
-_PHASES = pytest.StashKey["dict[str, list[dict[str, Any]]]"]()
-_ALLOWED = pytest.StashKey["dict[str, list[dict[str, Any]]]"]()
 
 
 class NetguardSession:
@@ -60,6 +57,19 @@ class NetguardSession:
             socket.socketpair = exempt_loopback(self._socketpair)
         self.policies.precompile()
         self.default = self.policies.for_test(settings.default_size)
+        self._plain = {size: self.policies.for_test(size) for size in SIZES}
+        # The guard of every test's phases, aimed at the test whose phases run now (its
+        # policy, and the marker problem that fails its setup).
+        self._guard = Guard(
+            self.default.policy,
+            settings.mode,
+            warned=set() if settings.mode == "warn" else None,
+        )
+        self._item: pytest.Item | None = None
+        self._info = self.default
+        self._problem: str | None = None
+        # (node id, phase) -> (violations, allowed events) of a phase, until its report
+        self._pending: dict[tuple[str, str], tuple[list[Any], list[Any]]] = {}
         # every violation of the run, from this process or from xdist workers' reports
         self.events: list[dict[str, Any]] = []
         # every allowed event (only while observing), likewise
@@ -84,52 +94,82 @@ class NetguardSession:
 
     # ------------------------------------------------------------------ attribution
 
-    def _item_policy(self, item: pytest.Item) -> tuple[CompiledPolicyInfo, str]:
-        """The policy and size of ``item``, resolved once from its markers.
+    def _resolve(self, item: pytest.Item) -> tuple[CompiledPolicyInfo, str, str | None]:
+        """The policy and size of ``item`` from its markers, and the marker problem that
+        fails its setup, if any (its phases then run under the default size).
 
-        A marker error fails the test's setup; its teardown then runs under the default
-        size (it must still be guarded).
+        The common case (no netguard marker but plain size markers) takes a quick scan of
+        the markers; anything else goes through :func:`netguard.policy.resolve_markers`,
+        which also explains every mistake.
         """
-        cached = item.stash.get(_POLICY, None)
-        if cached is None:
-            try:
-                markers = resolve_markers(
-                    marker_data(item), default=self.settings.default_size, where=item.nodeid
-                )
-                info = self.policies.for_test(
-                    markers.size, markers.extra, allow_network=markers.allow_network
-                )
-                cached = (info, markers.size)
-            except (MarkerError, RuleError) as exc:
-                cached = exc
-            item.stash[_POLICY] = cached
-        if isinstance(cached, BaseException):
-            raise cached
-        return cached
-
-    def phase_guard(self, item: pytest.Item, phase: str) -> Guard:
-        """The guard for one phase of ``item`` (setup, call, teardown): its size's policy.
-
-        The caller enters it around the phase and then passes its violations to
-        :meth:`keep`.
-        """
-        problem = None
+        size = simple_size(item, self.settings.default_size)
+        if size is not None:
+            return self._plain[size], size, None
         try:
-            info, size = self._item_policy(item)
+            markers = resolve_markers(
+                marker_data(item), default=self.settings.default_size, where=item.nodeid
+            )
+            info = self.policies.for_test(
+                markers.size, markers.extra, allow_network=markers.allow_network
+            )
         except (MarkerError, RuleError) as exc:
-            problem = str(exc)
-            info, size = self.default, self.settings.default_size
-        if problem is not None and phase == "setup":
-            pytest.fail(f"netguard: {problem}", pytrace=False)
-        self._current = (item.nodeid, phase, size, info)
-        return guard(
-            info.policy,
-            self.settings.mode,
-            test=item.nodeid,
-            size=size,
-            phase=phase,
-            warned=item.stash.setdefault(_WARNED, set()),
-        )
+            return self.default, self.settings.default_size, str(exc)
+        return info, markers.size, None
+
+    def enter(self, item: pytest.Item, phase: str) -> Guard:
+        """Guard one phase of ``item`` (setup, call, teardown) with its size's policy.
+
+        One guard serves every test: it is re-aimed when a new test starts (a test's
+        phases come one after another) and entered once per phase. The caller runs the
+        phase, then calls :meth:`leave`.
+        """
+        g = self._guard
+        if item is not self._item:
+            info, size, self._problem = self._resolve(item)
+            g._aim(info.policy, test=item.nodeid, size=size)
+            if g.warned is not None:
+                g.warned = set()  # warn mode: once per test and destination
+            self._item, self._info = item, info
+        if self._problem is not None and phase == "setup":
+            pytest.fail(f"netguard: {self._problem}", pytrace=False)
+        g.phase = phase
+        if self.observing:
+            self._current = (g.test, phase, g.size, self._info)  # type: ignore[assignment]
+        g._push()
+        return g
+
+    def leave(self, item: pytest.Item, exc: BaseException | None) -> None:
+        """End the phase :meth:`enter` began; strict: raise a violation it swallowed.
+
+        A clean phase costs a pointer swap and two checks; the violations and observed
+        events of one that was not are kept for its report (see :meth:`take_report`).
+        """
+        __tracebackhide__ = True
+        g = self._guard
+        g._pop()
+        self._current = None
+        if not g.violations and not self._observed:
+            return
+        events = [event_dict(v) for v in g.violations]
+        self._pending[(item.nodeid, g.phase or "")] = (events, self.take_observed())
+        for v in g.violations:
+            # one JUnit XML property per violation (pytest's junitxml reads these)
+            item.user_properties.append((f"netguard_{v.slug.lower()}", v.destination))
+        try:
+            g._raise_swallowed(exc)
+        finally:
+            g.violations = []
+            g.escalated = False
+
+    def take_report(self, report: pytest.TestReport) -> None:
+        """Put the violations and observed events of ``report``'s phase on it."""
+        pending = self._pending.pop((report.nodeid, report.when), None)
+        if pending is not None:
+            events, allowed = pending
+            if events:
+                setattr(report, REPORT_ATTR, events)
+            if allowed:
+                setattr(report, ALLOWED_ATTR, allowed)
 
     @contextlib.contextmanager
     def collection(self) -> Iterator[list[Violation]]:
@@ -154,25 +194,6 @@ class NetguardSession:
             finally:
                 g.violations.clear()  # reported through the collection report instead
                 self._current = None
-
-    def keep(self, violations: list[Violation], item: pytest.Item, phase: str) -> None:
-        """Remember the violations of a phase of ``item`` for its report."""
-        item.stash.setdefault(_PHASES, {})[phase] = [event_dict(v) for v in violations]
-        item.stash.setdefault(_ALLOWED, {})[phase] = self.take_observed()
-        self._current = None
-        for v in violations:
-            # one JUnit XML property per violation (pytest's junitxml reads these)
-            item.user_properties.append((f"netguard_{v.slug.lower()}", v.destination))
-
-    @staticmethod
-    def attach(item: pytest.Item, report: pytest.TestReport) -> None:
-        """Put the violations of ``report``'s phase on the report."""
-        events = item.stash.get(_PHASES, {}).pop(report.when, None)
-        if events:
-            setattr(report, REPORT_ATTR, events)
-        allowed = item.stash.get(_ALLOWED, {}).pop(report.when, None)
-        if allowed:
-            setattr(report, ALLOWED_ATTR, allowed)
 
     def collect_events(self, report: pytest.TestReport | pytest.CollectReport) -> None:
         """Take the violations a report carries (this process's, or a worker's)."""

@@ -167,7 +167,13 @@ def _why(op: str, family: int, host: str | None, size: str | None) -> str:
 
 
 def _default_hint(
-    op: str, family: int, host: str | None, port: int | None, test: str | None, size: str | None
+    op: str,
+    family: int,
+    host: str | None,
+    port: int | None,
+    test: str | None,
+    size: str | None,
+    phase: str | None = None,
 ) -> str:
     """Ways to fix the violation, one per line, most local first."""
     rule = suggest_rule(op, family, host, port)
@@ -182,6 +188,22 @@ def _default_hint(
             )
         else:
             options.append("allow everything: netguard.Policy(allow_all=True)")
+        return "\n".join(options)
+    if phase == "collection":
+        # importing a test module: markers do not apply, only the session's settings
+        options[0] = (
+            "do not reach the network at import time: move the call into a fixture or "
+            "into the test that needs it (then its size and markers apply)"
+        )
+        options.append("mock the call, or inject a fake client into the code under test")
+        if rule is not None and size not in ("small", None):
+            options.append(f"allow it for the whole run: --netguard-allow={rule}")
+        if size in ("small", "medium"):
+            wider = "medium" if size == "small" and _is_loopback(family, host) else "large"
+            options.append(
+                f"collection runs under the default size: --netguard-default-size={wider} "
+                "allows it (for every unmarked test as well)"
+            )
         return "\n".join(options)
     if rule is not None:
         options.append(f"allow it in this test: @pytest.mark.netguard(allow=[{rule!r}])")
@@ -207,6 +229,7 @@ def _format_message(
     slug: str,
     swallowed: int,
     blocked: bool,
+    escalated: bool = False,
 ) -> str:
     verb = "of" if op in DNS_OPS else "to"
     if blocked:
@@ -230,6 +253,11 @@ def _format_message(
     if swallowed:
         counted = "1 violation" if swallowed == 1 else f"{swallowed} violations, this is the first"
         lines.append(f"  note: the code under test swallowed this error ({counted})")
+    if escalated:
+        lines.append(
+            "  note: warn mode, but a warnings filter turned NetworkViolationWarning into an "
+            "error (-W error), so netguard blocked the call"
+        )
     lines.append(f"  see:  {slug} in {DOCS_PAGE}#{slug.lower()}")
     return "\n".join(lines)
 
@@ -243,7 +271,9 @@ def _rebuild(cls: type[Any], state: dict[str, Any]) -> Any:
 
 
 class _ViolationData:
-    """The attributes and the message shared by the exception and the warning."""
+    """The constructor, attributes and message shared by the exception and the warning."""
+
+    _blocked: bool  # the message says "blocked" (the exception) or "let through"
 
     op: str
     family: int
@@ -257,21 +287,23 @@ class _ViolationData:
     rule: str | None
     hint: str
     swallowed: int
+    escalated: bool
     message: str
 
-    def _init_data(
+    def __init__(
         self,
         op: str,
         family: int,
         host: str | None,
         port: int | None,
-        test: str | None,
-        size: str | None,
-        phase: str | None,
-        hint: str | None,
-        swallowed: int,
-        blocked: bool = True,
-    ) -> str:
+        *,
+        test: str | None = None,
+        size: str | None = None,
+        phase: str | None = None,
+        hint: str | None = None,
+        swallowed: int = 0,
+        escalated: bool = False,
+    ) -> None:
         self.op = op
         self.family = family
         self.host = host
@@ -282,8 +314,11 @@ class _ViolationData:
         self.phase = phase
         self.slug = slug_for(op, family)
         self.rule = suggest_rule(op, family, host, port)
-        self.hint = _default_hint(op, family, host, port, test, size) if hint is None else hint
+        if hint is None:
+            hint = _default_hint(op, family, host, port, test, size, phase)
+        self.hint = hint
         self.swallowed = swallowed
+        self.escalated = escalated
         self.message = _format_message(
             op,
             family,
@@ -295,9 +330,13 @@ class _ViolationData:
             self.hint,
             self.slug,
             swallowed,
-            blocked,
+            self._blocked,
+            escalated,
         )
-        return self.message
+        self._init_base(self.message)
+
+    def _init_base(self, message: str) -> None:
+        raise NotImplementedError  # pragma: no cover
 
     def _state(self) -> dict[str, Any]:
         return {
@@ -310,6 +349,7 @@ class _ViolationData:
             "phase": self.phase,
             "hint": self.hint,
             "swallowed": self.swallowed,
+            "escalated": self.escalated,
         }
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -342,53 +382,33 @@ class NetworkViolationError(_ViolationData, OSError):
     ``destination`` (``"192.0.2.10:443"``, ``"[2001:db8::1]:443"``, ``"unix:/p"``,
     ``"dns:example.com"``), ``test`` and ``size`` and ``phase`` (or ``None`` outside the
     pytest plugin), ``slug`` (``"NG001"``, ...), ``rule`` (the rule text that would allow
-    the operation, or ``None``), ``hint`` (how to fix it) and ``swallowed`` (non-zero when
+    the operation, or ``None``), ``hint`` (how to fix it), ``swallowed`` (non-zero when
     raised by a guard on exit because the code under test swallowed the original error:
-    the number of violations recorded).
+    the number of violations recorded) and ``escalated`` (true in warn mode when a
+    warnings filter such as ``-W error`` turned the warning into an error: the call was
+    then blocked as in strict mode).
     """
 
-    def __init__(
-        self,
-        op: str,
-        family: int,
-        host: str | None,
-        port: int | None,
-        *,
-        test: str | None = None,
-        size: str | None = None,
-        phase: str | None = None,
-        hint: str | None = None,
-        swallowed: int = 0,
-    ) -> None:
-        message = self._init_data(op, family, host, port, test, size, phase, hint, swallowed)
-        super().__init__(errno.EACCES, message)
+    _blocked = True
+
+    def _init_base(self, message: str) -> None:
+        OSError.__init__(self, errno.EACCES, message)
 
 
 class NetworkViolationWarning(_ViolationData, pytest.PytestWarning):
     """A network operation the active policy does not allow, let through (warn mode).
 
-    A :class:`pytest.PytestWarning`, so ``-W error::netguard.NetworkViolationWarning``
-    turns it into an error and pytest's warning summary lists it. It carries the same
-    attributes and message as :class:`NetworkViolationError`.
+    A :class:`pytest.PytestWarning`, so pytest's warning summary lists it. It carries the
+    same attributes and message as :class:`NetworkViolationError`. When a warnings filter
+    turns it into an error (``-W error::netguard.NetworkViolationWarning``), the call
+    raises a :class:`NetworkViolationError` instead, chained from this warning (an
+    ``OSError``, so the caller's cleanup runs), and the test fails as in strict mode.
     """
 
-    def __init__(
-        self,
-        op: str,
-        family: int,
-        host: str | None,
-        port: int | None,
-        *,
-        test: str | None = None,
-        size: str | None = None,
-        phase: str | None = None,
-        hint: str | None = None,
-        swallowed: int = 0,
-    ) -> None:
-        message = self._init_data(
-            op, family, host, port, test, size, phase, hint, swallowed, blocked=False
-        )
-        super().__init__(message)
+    _blocked = False
+
+    def _init_base(self, message: str) -> None:
+        pytest.PytestWarning.__init__(self, message)
 
 
 NetworkViolationError.__module__ = "netguard"
@@ -422,7 +442,7 @@ class Violation:
     def slug(self) -> str:
         return slug_for(self.op, self.family)
 
-    def error(self, *, swallowed: int = 0) -> NetworkViolationError:
+    def error(self, *, swallowed: int = 0, escalated: bool = False) -> NetworkViolationError:
         """The :class:`NetworkViolationError` for this violation."""
         return NetworkViolationError(
             self.op,
@@ -433,6 +453,7 @@ class Violation:
             size=self.size,
             phase=self.phase,
             swallowed=swallowed,
+            escalated=escalated,
         )
 
     def warning(self) -> NetworkViolationWarning:

@@ -69,11 +69,35 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_SETTINGS] = settings
     if settings.mode == "off":
         return  # no per-test hook is even registered: off costs nothing per test
+    _warn_about_pytest_socket(config, settings.mode)
     from netguard._session import NetguardSession
 
     session = NetguardSession(settings)
     config.stash[_SESSION] = session
     config.pluginmanager.register(_Enforcing(session), _ENFORCING)
+
+
+def _warn_about_pytest_socket(config: pytest.Config, mode: str) -> None:
+    """pytest-socket, loaded too, puts back its saved ``socket.socket.connect`` after each
+    test, which removes netguard's hook on it: say so once, with the way out."""
+    pm = config.pluginmanager
+    plugin = pm.get_plugin("socket") or pm.get_plugin("pytest_socket")
+    if plugin is None or getattr(plugin, "__name__", "") != "pytest_socket":
+        return
+    missed = (
+        "warn mode misses connects from the second test on"
+        if mode == "warn"
+        else "strict mode still blocks connects, through its audit hook"
+    )
+    config.issue_config_time_warning(
+        pytest.PytestConfigWarning(
+            "netguard: pytest-socket is loaded as well; it restores its own saved "
+            f"socket.socket.connect after each test, removing netguard's hook ({missed}). "
+            "Run with -p no:socket, or uninstall pytest-socket once its markers are "
+            "converted (docs/migration.md#from-pytest-socket)"
+        ),
+        stacklevel=2,
+    )
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -119,14 +143,9 @@ class _Enforcing:
                     report.longrepr = session.collection_failure(violations)
             return report
 
-    def _phase(self, item: pytest.Item, phase: str) -> Generator[None, object, object]:
-        __tracebackhide__ = True
-        g = self.session.phase_guard(item, phase)
-        try:
-            with g:
-                return (yield)
-        finally:
-            self.session.keep(g.violations, item, phase)
+    # Each phase of a test runs under the test's guard: entered just inside pytest's own
+    # wrappers of the phase, left before its report is made. A clean phase costs a policy
+    # pointer swap each way; the bookkeeping is built only for a phase with events.
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, object, object]:
@@ -143,23 +162,30 @@ class _Enforcing:
         __tracebackhide__ = True
         return (yield from self._phase(item, "teardown"))
 
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(
-        self, item: pytest.Item, call: pytest.CallInfo[None]
-    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-        report = yield
-        self.session.attach(item, report)
-        return report
+    def _phase(self, item: pytest.Item, phase: str) -> Generator[None, object, object]:
+        __tracebackhide__ = True
+        session = self.session
+        session.enter(item, phase)
+        try:
+            result = yield
+        except BaseException as exc:
+            session.leave(item, exc)
+            raise
+        session.leave(item, None)
+        return result
 
     # Reports carry the violations and events of their phase; under pytest-xdist they
     # come from the workers, and the controller (which prints and writes) collects them.
+    # tryfirst: before pytest-xdist's worker sends the report to the controller.
+    @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        self._take_events(report)
+        session = self.session
+        if session._pending:
+            session.take_report(report)
+        if hasattr(report, REPORT_ATTR) or hasattr(report, ALLOWED_ATTR):
+            session.collect_events(report)
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
-        self._take_events(report)
-
-    def _take_events(self, report: pytest.TestReport | pytest.CollectReport) -> None:
         if hasattr(report, REPORT_ATTR) or hasattr(report, ALLOWED_ATTR):
             self.session.collect_events(report)
 

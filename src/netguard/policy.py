@@ -62,6 +62,7 @@ __all__ = [
     "resolve_markers",
     "rules_from_marker",
     "rules_from_markers",
+    "simple_size",
     "size_from_markers",
 ]
 
@@ -596,6 +597,35 @@ def marker_data(item: Any) -> list[MarkerData]:
                 (level, m.name, m.args, m.kwargs) for m in marks if origin.get(id(m), cls) is klass
             )
     return data
+
+
+_OUR_MARKERS: Final = frozenset((*SIZES, _NETGUARD_MARKER, _ALLOW_NETWORK_MARKER))
+
+
+def simple_size(item: Any, default: str) -> str | None:
+    """The size of a pytest item whose markers are simple; ``None`` when they are not.
+
+    Simple: netguard's only markers on the item and its parents are size markers without
+    arguments, and those on the closest node that has any agree. The answer is then the
+    one :func:`resolve_markers` gives (with no extra rules and no ``allow_network``),
+    found without building :func:`marker_data`; for anything else (a ``netguard`` or
+    ``allow_network`` marker, arguments, two sizes on one node) ``None`` says to take
+    the full path, which also explains every mistake.
+    """
+    size: str | None = None
+    for node in reversed(item.listchain()):
+        closest = size is None
+        for mark in node.own_markers:
+            name = mark.name
+            if name not in _OUR_MARKERS:
+                continue
+            if name not in SIZES or mark.args or mark.kwargs:
+                return None
+            if size is None:
+                size = name
+            elif closest and name != size:
+                return None
+    return default if size is None else size
 
 
 def size_from_markers(markers: Iterable[MarkerData], default: str, where: str) -> str:
