@@ -88,6 +88,8 @@ CHOICES_BY_KIND = {
     "bool": "`true`, `false` (also `1`/`0`, `yes`/`no`, `on`/`off`)",
     "rules": "rules, see [the rule grammar](#rules)",
     "path": "a file path",
+    "names": "a list of words, separated by commas or whitespace",
+    "text": "one word",
 }
 
 
@@ -117,7 +119,7 @@ def _settings_table() -> list[str]:
     ]
     for opt in config.OPTIONS:
         cli = f"`{opt.flag}`"
-        if opt.kind in ("rules", "path") and opt.metavar:
+        if opt.kind in ("rules", "path", "names", "text") and opt.metavar:
             cli = f"`{opt.flag} {opt.metavar}`"
         if opt.repeatable:
             cli += " (repeatable)"

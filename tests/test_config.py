@@ -102,6 +102,10 @@ def test_options_are_the_rows_of_issue_3() -> None:
         "allowlist",
         "report",
         "verbose",
+        "database_safety",  # issue 6
+        "database_safety_vars",
+        "database_safety_hosts",
+        "database_safety_prefix",
     ]
     assert "native" not in {o.name for o in OPTIONS}  # issue 4, not yet
 
@@ -113,11 +117,12 @@ def test_option_names_follow_one_convention(opt: Option) -> None:
     assert opt.ini == "netguard_" + opt.name
     assert opt.dest == opt.ini
     assert opt.ini_type in ("string", "linelist", "bool", "args")
-    assert opt.kind in ("choice", "rules", "path", "bool")
+    assert opt.kind in ("choice", "rules", "path", "bool", "names", "text")
+    assert (opt.pattern is not None) == bool(opt.expected) == (opt.kind in ("names", "text"))
     assert opt.help and opt.help.endswith(".")
     assert option(opt.name) is opt
     assert bool(opt.choices) == (opt.kind == "choice")
-    assert opt.repeatable == (opt.name == "allow")
+    assert opt.repeatable == (opt.kind in ("rules", "names"))
     # Settings() holds the same defaults as the table.
     assert getattr(Settings(), opt.name if opt.name != "allow" else "allow_rules") == opt.default
     assert Settings().source_of(opt.name) == "default"
@@ -212,11 +217,25 @@ ROW_VALUES: dict[str, tuple[object, str, object, object]] = {
     "mode": ("strict", "strict", "strict", "strict"),
     "default_size": ("medium", "medium", "medium", "medium"),
     "verbose": (True, "yes", True, True),
+    "database_safety": (True, "on", "true", True),
+    "database_safety_vars": (
+        ["PG_URL", "*_DSN"],
+        "PG_URL, *_DSN",
+        ["PG_URL", "*_DSN PG_URL"],
+        ("PG_URL", "*_DSN"),
+    ),
+    "database_safety_hosts": (
+        ["pg-ci", "mysql.ci"],
+        "pg-ci mysql.ci",
+        ["pg-ci,mysql.ci"],
+        ("pg-ci", "mysql.ci"),
+    ),
+    "database_safety_prefix": ("ci_", " ci_ ", "ci_", "ci_"),
 }
 
 
 @pytest.mark.parametrize("source", ["cli", "env", "ini"])
-@pytest.mark.parametrize("name", ["mode", "default_size", "verbose"])
+@pytest.mark.parametrize("name", list(ROW_VALUES))
 def test_each_row_from_each_source(dirs: tuple[Path, Path], name: str, source: str) -> None:
     opt = option(name)
     cli_value, env_value, ini_value, expected = ROW_VALUES[name]
@@ -268,6 +287,55 @@ def test_booleans(dirs: tuple[Path, Path], source: str, word: str, value: bool) 
         settings = run(dirs, ini={"verbose": word})
     assert settings.verbose is value
     assert parse_bool(word) is value
+
+
+@pytest.mark.parametrize(
+    ("source", "name", "value", "message"),
+    [
+        ("env", "database_safety", "maybe", "NETGUARD_DATABASE_SAFETY='maybe' from the "
+         "environment: expected one of 1, 0, true, false"),
+        ("ini", "database_safety", "2", "netguard_database_safety='2' from pytest.ini: "
+         "expected one of"),
+        ("env", "database_safety_vars", "DB URL;", "NETGUARD_DATABASE_SAFETY_VARS='DB URL;' "
+         "from the environment: 'URL;' is not valid: expected environment variable names"),
+        ("ini", "database_safety_vars", ["A", "B=C"], "netguard_database_safety_vars="
+         "['A', 'B=C'] from pytest.ini: 'B=C' is not valid"),
+        ("cli", "database_safety_hosts", ["db:5432"], "--netguard-database-safety-hosts="
+         "['db:5432'] from the command line: 'db:5432' is not valid: expected host names"),
+        ("env", "database_safety_hosts", "db, pg/1", "NETGUARD_DATABASE_SAFETY_HOSTS="
+         "'db, pg/1' from the environment: 'pg/1' is not valid"),
+        ("cli", "database_safety_prefix", "", "--netguard-database-safety-prefix='' from "
+         "the command line: expected a non-empty prefix"),
+        ("env", "database_safety_prefix", "a b", "NETGUARD_DATABASE_SAFETY_PREFIX='a b' from "
+         "the environment: expected a non-empty prefix"),
+        ("ini", "database_safety_prefix", "x/", "netguard_database_safety_prefix='x/' from "
+         "pytest.ini: 'x/' is not valid"),
+    ],
+)  # fmt: skip
+def test_database_safety_bad_values(
+    dirs: tuple[Path, Path], source: str, name: str, value: object, message: str
+) -> None:
+    opt = option(name)
+    if source == "cli":
+        err = error_of(lambda: run(dirs, cli={name: value}))
+    elif source == "env":
+        err = error_of(lambda: run(dirs, env={opt.env: str(value)}))
+    else:
+        err = error_of(lambda: run(dirs, ini={name: value}))
+    assert str(err).startswith(message), str(err)
+    assert err.source.endswith(
+        opt.flag if source == "cli" else opt.env if source == "env" else "pytest.ini"
+    )
+
+
+def test_database_safety_lists_can_be_emptied_from_the_command_line(
+    dirs: tuple[Path, Path],
+) -> None:
+    settings = run(
+        dirs, cli={"database_safety_vars": [""]}, env={"NETGUARD_DATABASE_SAFETY_VARS": "X"}
+    )
+    assert settings.database_safety_vars == ()
+    assert settings.database_safety_vars_source == "command line --netguard-database-safety-vars"
 
 
 def test_boolean_values_from_cli_and_toml(dirs: tuple[Path, Path]) -> None:

@@ -8,6 +8,7 @@ The public API::
     netguard.NetworkViolationError                               strict mode's error
     netguard.NetworkViolationWarning                             warn mode's warning
     netguard.implementation()                                    ("c" | "python", path)
+    netguard.safety.check_url(url), .check_environment()         the database safety gate
     netguard.__version__
 
 Importing this package is nearly free: the names above are loaded on first use, so the
@@ -70,6 +71,10 @@ def __getattr__(name: str) -> object:
     # PEP 562: load the public names on first access and cache them in the module.
     if name == "__version__":
         value: object = _version()
+    elif name == "safety":  # the submodule, on first use
+        import importlib
+
+        value = importlib.import_module("netguard.safety")
     else:
         module_name = _LAZY.get(name)
         if module_name is None:

@@ -301,9 +301,10 @@ class NetguardSession:
 
     def header(self) -> str:
         s = self.settings
+        safety = ", database URLs checked" if s.database_safety else ""
         return (
             f"netguard: mode {s.mode}, default size {s.default_size}, "
-            f"{len(s.allow_rules)} allow rule(s), implementation {self.impl.name} "
+            f"{len(s.allow_rules)} allow rule(s){safety}, implementation {self.impl.name} "
             f"({self.impl.path})"
         )
 

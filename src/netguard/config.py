@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from netguard.rules import Rule
 
     IniType = Literal["string", "linelist", "bool", "args"]
-    Kind = Literal["choice", "rules", "path", "bool"]
+    Kind = Literal["choice", "rules", "path", "bool", "names", "text"]
     _Fail = Callable[[str], "ConfigError"]
 del TYPE_CHECKING
 
@@ -83,15 +83,30 @@ def _rebuild_error(cls: type[ConfigError], message: str, source: str) -> ConfigE
 
 # --------------------------------------------------------------------------- the table
 
+#: The database safety gate's defaults (netguard.safety): the variables it checks ...
+DATABASE_SAFETY_VARS: tuple[str, ...] = (
+    "DATABASE_URL",
+    "*_DATABASE_URL",
+    "REDIS_URL",
+    "*_REDIS_URL",
+)
+#: ... the host names it takes as local ...
+DATABASE_SAFETY_HOSTS: tuple[str, ...] = ("localhost", "db", "redis", "postgres")
+#: ... and the prefix of a test database's name.
+DATABASE_SAFETY_PREFIX = "test_"
+
 
 @dataclass(frozen=True, slots=True)
 class Option:
     """One setting: its names in every source, its type, default and help.
 
     ``kind`` says how a value is parsed: ``"choice"`` (one of ``choices``, any case),
-    ``"rules"`` (a list of rules, see :func:`split_rules`), ``"path"`` (a file path) or
-    ``"bool"`` (see :func:`parse_bool`). ``ini_type`` is the type the ini key is registered
-    with in pytest. ``repeatable`` flags may be given more than once.
+    ``"rules"`` (a list of rules, see :func:`split_rules`), ``"path"`` (a file path),
+    ``"bool"`` (see :func:`parse_bool`), ``"names"`` (a list of words separated by commas
+    or whitespace, each matching ``pattern``) or ``"text"`` (one word matching
+    ``pattern``); ``expected`` describes what ``pattern`` accepts, for messages.
+    ``ini_type`` is the type the ini key is registered with in pytest. ``repeatable``
+    flags may be given more than once.
     """
 
     name: str
@@ -105,6 +120,8 @@ class Option:
     choices: tuple[str, ...] = ()
     repeatable: bool = False
     metavar: str | None = None
+    pattern: str | None = None
+    expected: str = ""
 
     @property
     def dest(self) -> str:
@@ -119,6 +136,8 @@ class Option:
             return "none"
         if isinstance(default, bool):
             return "true" if default else "false"
+        if isinstance(default, tuple):
+            return ", ".join(map(str, default))
         return str(default)
 
     def addoption_kwargs(self) -> dict[str, Any]:
@@ -231,6 +250,69 @@ OPTIONS: tuple[Option, ...] = (
         default=False,
         help="Show a table of every network event with the rule that allowed it.",
     ),
+    Option(
+        name="database_safety",
+        flag="--netguard-database-safety",
+        env="NETGUARD_DATABASE_SAFETY",
+        ini="netguard_database_safety",
+        ini_type="string",
+        kind="bool",
+        default=False,
+        help=(
+            "Before collection, check every database and cache URL variable and stop the "
+            "session when one does not look like a test resource (any mode, off included)."
+        ),
+    ),
+    Option(
+        name="database_safety_vars",
+        flag="--netguard-database-safety-vars",
+        env="NETGUARD_DATABASE_SAFETY_VARS",
+        ini="netguard_database_safety_vars",
+        ini_type="linelist",
+        kind="names",
+        default=DATABASE_SAFETY_VARS,
+        repeatable=True,
+        metavar="PATTERN",
+        pattern=r"[A-Za-z0-9_*?\[\]!-]+",
+        expected="environment variable names or shell-style patterns (DATABASE_URL, *_DB_URL)",
+        help=(
+            "The environment variables the database safety gate checks: names or "
+            "shell-style patterns, case-sensitive; a list, given like the allow rules."
+        ),
+    ),
+    Option(
+        name="database_safety_hosts",
+        flag="--netguard-database-safety-hosts",
+        env="NETGUARD_DATABASE_SAFETY_HOSTS",
+        ini="netguard_database_safety_hosts",
+        ini_type="linelist",
+        kind="names",
+        default=DATABASE_SAFETY_HOSTS,
+        repeatable=True,
+        metavar="NAME",
+        pattern=r"[A-Za-z0-9._-]+",
+        expected="host names (letters, digits, '.', '-', '_')",
+        help=(
+            "Host names the database safety gate takes as local (services next to the "
+            "tests), besides loopback, unix sockets and the allow rules."
+        ),
+    ),
+    Option(
+        name="database_safety_prefix",
+        flag="--netguard-database-safety-prefix",
+        env="NETGUARD_DATABASE_SAFETY_PREFIX",
+        ini="netguard_database_safety_prefix",
+        ini_type="string",
+        kind="text",
+        default=DATABASE_SAFETY_PREFIX,
+        metavar="PREFIX",
+        pattern=r"[^\s/]+",
+        expected="a non-empty prefix without whitespace or '/'",
+        help=(
+            "A test database's name starts with this prefix (or ends with _test), for "
+            "the database safety gate."
+        ),
+    ),
 )
 
 _BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
@@ -268,6 +350,14 @@ class Settings:
     allowlist_source: str = "default"
     report_source: str = "default"
     verbose_source: str = "default"
+    database_safety: bool = False
+    database_safety_vars: tuple[str, ...] = DATABASE_SAFETY_VARS
+    database_safety_hosts: tuple[str, ...] = DATABASE_SAFETY_HOSTS
+    database_safety_prefix: str = DATABASE_SAFETY_PREFIX
+    database_safety_source: str = "default"
+    database_safety_vars_source: str = "default"
+    database_safety_hosts_source: str = "default"
+    database_safety_prefix_source: str = "default"
 
     def source_of(self, name: str) -> str:
         """Where the setting ``name`` (a row of :data:`OPTIONS`) came from."""
@@ -395,9 +485,10 @@ def resolve(
     ``allow`` rules.
 
     Unset values: an empty (or blank) environment variable is unset, and so are an empty
-    ini value and ``None``. On the command line an empty value is an error for ``mode``,
-    ``default_size`` and ``verbose``, and *sets* ``allow``, ``allowlist`` and ``report`` to
-    nothing, overriding the lower sources.
+    ini value and ``None``. On the command line an empty value is an error for the
+    choices, the booleans and ``database_safety_prefix``, and *sets* the lists (``allow``,
+    ``database_safety_vars``, ``database_safety_hosts``) and the paths (``allowlist``,
+    ``report``) to nothing, overriding the lower sources.
 
     Relative paths (``allowlist``, ``report``) are relative to ``rootdir`` when they come
     from the ini file, and to ``cwd`` when they come from the command line or the
@@ -442,6 +533,14 @@ def resolve(
         allowlist_source=sources["allowlist"],
         report_source=sources["report"],
         verbose_source=sources["verbose"],
+        database_safety=bool(values["database_safety"]),
+        database_safety_vars=tuple(values["database_safety_vars"]),  # type: ignore[arg-type]
+        database_safety_hosts=tuple(values["database_safety_hosts"]),  # type: ignore[arg-type]
+        database_safety_prefix=str(values["database_safety_prefix"]),
+        database_safety_source=sources["database_safety"],
+        database_safety_vars_source=sources["database_safety_vars"],
+        database_safety_hosts_source=sources["database_safety_hosts"],
+        database_safety_prefix_source=sources["database_safety_prefix"],
     )
 
 
@@ -495,7 +594,29 @@ def _convert(opt: Option, raw: _Raw, base: Path) -> object:
         return _convert_bool(raw)
     if opt.kind == "path":
         return _convert_path(opt, raw, base)
+    if opt.kind in ("names", "text"):
+        return _convert_words(opt, raw)
     return _convert_rules(raw)
+
+
+def _convert_words(opt: Option, raw: _Raw) -> tuple[str, ...] | str:
+    """A ``names`` list (split like rules: commas and whitespace) or one ``text`` word."""
+    value = raw.value
+    items: Sequence[object] = [value] if isinstance(value, str) else value  # type: ignore[assignment]
+    if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+        raise raw.error(f"expected {opt.expected}")
+    words = [w for item in items for w in re.split(r"[\s,]+", item) if w]  # type: ignore[arg-type]
+    if opt.kind == "text":
+        if len(words) != 1:
+            raise raw.error(f"expected {opt.expected}")
+    elif not words:
+        # only the command line gets here (an empty value): it sets an empty list
+        return ()
+    assert opt.pattern is not None
+    for word in words:
+        if not re.fullmatch(opt.pattern, word):
+            raise raw.error(f"{word!r} is not valid: expected {opt.expected}")
+    return words[0] if opt.kind == "text" else tuple(dict.fromkeys(words))
 
 
 def _convert_choice(opt: Option, raw: _Raw) -> str:

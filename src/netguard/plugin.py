@@ -67,6 +67,8 @@ def pytest_configure(config: pytest.Config) -> None:
     except ConfigError as exc:
         raise pytest.UsageError(f"netguard: {exc}") from None
     config.stash[_SETTINGS] = settings
+    if settings.database_safety:
+        _check_databases(settings)
     if settings.mode == "off":
         return  # no per-test hook is even registered: off costs nothing per test
     _warn_about_pytest_socket(config, settings.mode)
@@ -75,6 +77,23 @@ def pytest_configure(config: pytest.Config) -> None:
     session = NetguardSession(settings)
     config.stash[_SESSION] = session
     config.pluginmanager.register(_Enforcing(session), _ENFORCING)
+
+
+def _check_databases(settings: Settings) -> None:
+    """The database safety gate: stop before collection when a database or cache URL in
+    the environment does not look like a test resource (:mod:`netguard.safety`)."""
+    from netguard.safety import UnsafeEnvironmentError, check_environment
+
+    try:
+        check_environment(
+            os.environ,
+            variables=settings.database_safety_vars,
+            local_hosts=settings.database_safety_hosts,
+            prefix=settings.database_safety_prefix,
+            allow=settings.allow_rules,
+        )
+    except UnsafeEnvironmentError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def _warn_about_pytest_socket(config: pytest.Config, mode: str) -> None:
@@ -117,6 +136,8 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     settings = config.stash.get(_SETTINGS, None)
     if settings is None:
         return None
+    if settings.database_safety:
+        return f"netguard: off ({settings.mode_source}); database URLs checked"
     return f"netguard: off ({settings.mode_source}); nothing is checked"
 
 
