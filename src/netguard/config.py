@@ -602,10 +602,13 @@ def _convert(opt: Option, raw: _Raw, base: Path) -> object:
 def _convert_words(opt: Option, raw: _Raw) -> tuple[str, ...] | str:
     """A ``names`` list (split like rules: commas and whitespace) or one ``text`` word."""
     value = raw.value
-    items: Sequence[object] = [value] if isinstance(value, str) else value  # type: ignore[assignment]
-    if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
         raise raw.error(f"expected {opt.expected}")
-    words = [w for item in items for w in re.split(r"[\s,]+", item) if w]  # type: ignore[arg-type]
+    texts = [item for item in items if isinstance(item, str)]
+    if len(texts) != len(items):
+        raise raw.error(f"expected {opt.expected}")
+    words = [w for text in texts for w in re.split(r"[\s,]+", text) if w]
     if opt.kind == "text":
         if len(words) != 1:
             raise raw.error(f"expected {opt.expected}")
