@@ -412,3 +412,38 @@ def test_gate_under_xdist(suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatc
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*- REDIS_URL: the host cache.prod.example.com is not local*"])
     _no_secret(result)
+
+
+# One passing and one failing URL per scheme, through a real pytest run each.
+PER_SCHEME = {
+    "postgres": ("postgres://u:{pw}@localhost/test_a", "postgres://u:{pw}@pg.example.com/test_a"),
+    "postgresql": ("postgresql+psycopg://u:{pw}@db/a_test", "postgresql://u:{pw}@db/a"),
+    "mysql": ("mysql+pymysql://u:{pw}@127.0.0.1/test_a", "mysql://u:{pw}@10.0.0.1/test_a"),
+    "mariadb": ("mariadb://u:{pw}@[::1]/test_a", "mariadb://u:{pw}@localhost/prod"),
+    "sqlite": ("sqlite:////srv/{pw}.db", "sqlite:/{pw}"),  # the failure: not a URL
+    "redis": ("redis://:{pw}@redis:6379/0", "redis://:{pw}@cache.example.com:6379/0"),
+    "rediss": ("rediss://u:{pw}@127.0.0.1", "rediss://u:{pw}@198.51.100.7"),
+    "unix": ("unix:///run/redis.sock?password={pw}", "unix:/run/{pw}.sock"),
+    "redis+socket": ("redis+socket:///run/redis.sock", "redis+socket:/x?password={pw}"),
+    "mongodb": ("mongodb://u:{pw}@localhost/test_a", "mongodb://u:{pw}@localhost/admin"),
+    "mongodb+srv": ("mongodb+srv://u:{pw}@db/test_a", "mongodb+srv://u:{pw}@c.example.net/test_a"),
+}
+
+
+@pytest.mark.parametrize("scheme", sorted(PER_SCHEME))
+def test_gate_per_scheme(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, scheme: str
+) -> None:
+    assert set(PER_SCHEME) == set(SCHEMES)
+    for name in (*DEFAULT_VARIABLES, *NETGUARD_VARS):
+        monkeypatch.delenv(name, raising=False)
+    pytester.makepyfile(test_a="def test_a():\n    pass\n")
+    good, bad = (u.format(pw=SECRET) for u in PER_SCHEME[scheme])
+    monkeypatch.setenv("APP_DATABASE_URL", good)
+    result = pytester.runpytest_inprocess("--netguard-database-safety", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    monkeypatch.setenv("APP_DATABASE_URL", bad)
+    result = pytester.runpytest_inprocess("--netguard-database-safety", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: netguard database safety: *", "- APP_DATABASE_URL: *"])
+    _no_secret(result)

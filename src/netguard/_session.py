@@ -25,7 +25,7 @@ from netguard._guard import Guard, exempt_loopback, guard, install_hooks, uninst
 from netguard._observe import FAMILIES
 from netguard._report import ALLOWED_ATTR, REPORT_ATTR, SCHEMA, event_dict
 from netguard.config import Settings
-from netguard.errors import Violation, format_destination
+from netguard.errors import NetworkViolationError, Violation, format_destination
 from netguard.policy import (
     SIZES,
     CompiledPolicyInfo,
@@ -85,6 +85,9 @@ class NetguardSession:
             set_observer(self._observe)
 
     def close(self) -> None:
+        if self._guard._pushed:
+            # a phase that never reached its report: pytest.exit() or KeyboardInterrupt
+            self._guard._pop()
         if self.observing:
             from netguard._observe import set_observer
 
@@ -124,6 +127,8 @@ class NetguardSession:
         phase, then calls :meth:`leave`.
         """
         g = self._guard
+        if g._pushed:
+            g._pop()  # the last phase never reached its report (pytest.exit(), say)
         if item is not self._item:
             info, size, self._problem = self._resolve(item)
             g._aim(info.policy, test=item.nodeid, size=size)
@@ -138,14 +143,18 @@ class NetguardSession:
         g._push()
         return g
 
-    def leave(self, item: pytest.Item, exc: BaseException | None) -> None:
-        """End the phase :meth:`enter` began; strict: raise a violation it swallowed.
+    def leave(self, item: pytest.Item, call: pytest.CallInfo[None]) -> None:
+        """End the phase :meth:`enter` began, before pytest reports it.
 
         A clean phase costs a pointer swap and two checks; the violations and observed
-        events of one that was not are kept for its report (see :meth:`take_report`).
+        events of one that was not are kept for its report (see :meth:`take_report`). In
+        strict mode a violation the phase swallowed becomes the phase's error, so its
+        report fails.
         """
-        __tracebackhide__ = True
+        __tracebackhide__ = True  # the report shows the violation, not this frame
         g = self._guard
+        if not g._pushed:
+            return  # the phase never began (a wrapper, or a marker problem, stopped it)
         g._pop()
         self._current = None
         if not g.violations and not self._observed:
@@ -156,7 +165,9 @@ class NetguardSession:
             # one JUnit XML property per violation (pytest's junitxml reads these)
             item.user_properties.append((f"netguard_{v.slug.lower()}", v.destination))
         try:
-            g._raise_swallowed(exc)
+            g._raise_swallowed(None if call.excinfo is None else call.excinfo.value)
+        except NetworkViolationError:
+            call.excinfo = pytest.ExceptionInfo.from_current()
         finally:
             g.violations = []
             g.escalated = False

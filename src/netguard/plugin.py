@@ -164,36 +164,28 @@ class _Enforcing:
                     report.longrepr = session.collection_failure(violations)
             return report
 
-    # Each phase of a test runs under the test's guard: entered just inside pytest's own
-    # wrappers of the phase, left before its report is made. A clean phase costs a policy
-    # pointer swap each way; the bookkeeping is built only for a phase with events.
+    # Each phase of a test (setup, call, teardown) runs under the test's guard: entered
+    # by a tryfirst implementation of the phase's hook (after the setup part of every
+    # wrapper of the phase, before any implementation: fixtures, the test), and left by a
+    # tryfirst pytest_runtest_makereport, which pytest calls as soon as the phase is over,
+    # before it builds the phase's report. Plain implementations rather than wrappers:
+    # a clean phase costs two short calls and a policy pointer swap each way.
 
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, object, object]:
-        __tracebackhide__ = True
-        return (yield from self._phase(item, "setup"))
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        self.session.enter(item, "setup")
 
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, object, object]:
-        __tracebackhide__ = True
-        return (yield from self._phase(item, "call"))
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> None:
+        self.session.enter(item, "call")
 
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_teardown(self, item: pytest.Item) -> Generator[None, object, object]:
-        __tracebackhide__ = True
-        return (yield from self._phase(item, "teardown"))
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_teardown(self, item: pytest.Item) -> None:
+        self.session.enter(item, "teardown")
 
-    def _phase(self, item: pytest.Item, phase: str) -> Generator[None, object, object]:
-        __tracebackhide__ = True
-        session = self.session
-        session.enter(item, phase)
-        try:
-            result = yield
-        except BaseException as exc:
-            session.leave(item, exc)
-            raise
-        session.leave(item, None)
-        return result
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> None:
+        self.session.leave(item, call)  # returns None: pytest's own implementation reports
 
     # Reports carry the violations and events of their phase; under pytest-xdist they
     # come from the workers, and the controller (which prints and writes) collects them.
