@@ -719,3 +719,25 @@ def test_socketpair_fallback_is_exempt(pytester: pytest.Pytester) -> None:
     result = run(pytester, "--netguard-mode=strict")
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines(["*test_the_same_call_unexempted_is_blocked*"])
+
+
+@pytest.mark.parametrize("how", ["pytest.exit('stop')", "raise KeyboardInterrupt"])
+def test_a_phase_cut_short_leaves_the_guard(pytester: pytest.Pytester, how: str) -> None:
+    # pytest.exit() and KeyboardInterrupt skip the phase's report, where the guard is
+    # left: unconfigure still leaves it, and the session ends cleanly, hooks uninstalled.
+    pytester.makepyfile(
+        test_cut=f"""
+        import pytest
+
+        def test_first():
+            pass
+
+        def test_cut():
+            {how}
+        """
+    )
+    result = run(pytester, "--netguard-mode=strict")
+    assert result.ret in (pytest.ExitCode.INTERRUPTED, 2)
+    output = "\n".join(result.outlines + result.errlines)
+    assert "RuntimeError" not in output and "INTERNALERROR" not in output
+    result.stdout.fnmatch_lines(["*1 passed*"])
