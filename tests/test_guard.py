@@ -978,3 +978,17 @@ def test_isolated_backstop_catches_the_raw_socket_type() -> None:
         "c",
     )
     assert out == "192.0.2.10:443"
+
+
+def test_a_violation_names_its_call_site(impl: _impl.Impl, loopback_tcp: tuple[str, int]) -> None:
+    # The first frame outside netguard, the standard library and installed packages:
+    # here, not socket.create_connection's connect.
+    with pytest.raises(NetworkViolationError) as info:
+        with netguard.guard(netguard.Policy()):
+            line = sys._getframe().f_lineno + 1
+            socket.create_connection(loopback_tcp, timeout=5)
+    here = os.path.relpath(__file__)
+    where = f"{here}:{line} (test_a_violation_names_its_call_site)"
+    assert info.value.where == where
+    assert f"\n  at:   {where}\n" in str(info.value)
+    assert pickle.loads(pickle.dumps(info.value)).where == where

@@ -425,6 +425,7 @@ def _on_denied(op: str, family: int, host: str | None, port: int | None) -> None
     with _lock:
         g = _stack[-1] if _stack else None
         mode = g.mode if g is not None else _fallback_mode
+    stacklevel, frame = _user_frame()
     violation = Violation(
         op,
         family,
@@ -436,7 +437,9 @@ def _on_denied(op: str, family: int, host: str | None, port: int | None) -> None
         None if g is None else g.test,
         None if g is None else g.size,
         None if g is None else g.phase,
+        _describe(frame),
     )
+    del frame
     if g is not None:
         if not g.enforcing:
             return  # a denial judged just before a guard checking nothing took over
@@ -446,7 +449,7 @@ def _on_denied(op: str, family: int, host: str | None, port: int | None) -> None
         if warned is not None and violation.destination in warned:
             return
         try:
-            warnings.warn(violation.warning(), stacklevel=_user_stacklevel())
+            warnings.warn(violation.warning(), stacklevel=stacklevel)
         except NetworkViolationWarning as escalated:
             # A warnings filter made the warning an error (-W error). Block the call as
             # strict mode would, with the error strict raises: an OSError, so the caller's
@@ -487,21 +490,35 @@ def _is_library(filename: str) -> bool:
     return filename.startswith(_library_prefixes())
 
 
-def _user_stacklevel() -> int:
-    """The ``stacklevel`` for ``warnings.warn`` in :func:`_on_denied` that points at the
-    first frame outside netguard, the standard library and installed packages: where the
-    user's code made the call (``requests.get(...)`` in a test, not urllib3's socket code).
-    Falls back to the first frame outside netguard."""
-    frame: FrameType | None = sys._getframe(2)  # called _on_denied (C hooks have none)
+def _user_frame() -> tuple[int, FrameType | None]:
+    """Where the user's code made the denied call: the first frame outside netguard, the
+    standard library and installed packages (``requests.get(...)`` in a test, not
+    urllib3's socket code), or else the first outside netguard; with its ``stacklevel``
+    for ``warnings.warn`` in :func:`_on_denied`."""
+    frame: FrameType | None = sys._getframe(2)  # called by _on_denied (C hooks have none)
     level = 2
-    fallback: int | None = None
+    fallback: tuple[int, FrameType | None] | None = None
     while frame is not None:
         filename = frame.f_code.co_filename
         if not filename.startswith(_PACKAGE_DIR):
             if fallback is None:
-                fallback = level
+                fallback = (level, frame)
             if not _is_library(filename):
-                return level
+                return level, frame
         frame = frame.f_back
         level += 1
-    return fallback if fallback is not None else 2
+    return fallback if fallback is not None else (2, None)
+
+
+def _describe(frame: FrameType | None) -> str | None:
+    """A frame as messages show it: ``tests/test_api.py:12 (test_fetch)``."""
+    if frame is None:
+        return None
+    path = frame.f_code.co_filename
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        relative = path
+    if not relative.startswith(".."):
+        path = relative
+    return f"{path}:{frame.f_lineno} ({frame.f_code.co_name})"

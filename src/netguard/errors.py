@@ -230,6 +230,7 @@ def _format_message(
     swallowed: int,
     blocked: bool,
     escalated: bool = False,
+    where: str | None = None,
 ) -> str:
     verb = "of" if op in DNS_OPS else "to"
     if blocked:
@@ -237,7 +238,7 @@ def _format_message(
     else:
         lines = [f"netguard let through {op} {verb} {destination} (warn mode; strict blocks it)"]
     if test is not None:
-        where = ", ".join(
+        context = ", ".join(
             part
             for part in (
                 f"size {size}" if size is not None else "",
@@ -245,7 +246,9 @@ def _format_message(
             )
             if part
         )
-        lines.append(f"  test: {test}" + (f" ({where})" if where else ""))
+        lines.append(f"  test: {test}" + (f" ({context})" if context else ""))
+    if where is not None:
+        lines.append(f"  at:   {where}")
     lines.append(f"  why:  {_why(op, family, host, size)}")
     hint_lines = hint.splitlines() or [""]
     lines.append(f"  fix:  - {hint_lines[0]}")
@@ -283,6 +286,7 @@ class _ViolationData:
     test: str | None
     size: str | None
     phase: str | None
+    where: str | None
     slug: str
     rule: str | None
     hint: str
@@ -300,6 +304,7 @@ class _ViolationData:
         test: str | None = None,
         size: str | None = None,
         phase: str | None = None,
+        where: str | None = None,
         hint: str | None = None,
         swallowed: int = 0,
         escalated: bool = False,
@@ -312,6 +317,7 @@ class _ViolationData:
         self.test = test
         self.size = size
         self.phase = phase
+        self.where = where
         self.slug = slug_for(op, family)
         self.rule = suggest_rule(op, family, host, port)
         if hint is None:
@@ -332,6 +338,7 @@ class _ViolationData:
             swallowed,
             self._blocked,
             escalated,
+            where,
         )
         self._init_base(self.message)
 
@@ -347,6 +354,7 @@ class _ViolationData:
             "test": self.test,
             "size": self.size,
             "phase": self.phase,
+            "where": self.where,
             "hint": self.hint,
             "swallowed": self.swallowed,
             "escalated": self.escalated,
@@ -381,7 +389,9 @@ class NetworkViolationError(_ViolationData, OSError):
     ``AF_INET6``, ``AF_UNIX``, or ``0`` for a name), ``host``, ``port`` (or ``None``),
     ``destination`` (``"192.0.2.10:443"``, ``"[2001:db8::1]:443"``, ``"unix:/p"``,
     ``"dns:example.com"``), ``test`` and ``size`` and ``phase`` (or ``None`` outside the
-    pytest plugin), ``slug`` (``"NG001"``, ...), ``rule`` (the rule text that would allow
+    pytest plugin), ``where`` (the call site: ``"tests/test_api.py:12 (test_fetch)"``,
+    the first frame outside netguard, the standard library and installed packages, or
+    ``None``), ``slug`` (``"NG001"``, ...), ``rule`` (the rule text that would allow
     the operation, or ``None``), ``hint`` (how to fix it), ``swallowed`` (non-zero when
     raised by a guard on exit because the code under test swallowed the original error:
     the number of violations recorded) and ``escalated`` (true in warn mode when a
@@ -424,7 +434,8 @@ class Violation:
 
     ``thread`` is the name of the thread that made the call, ``timestamp`` its
     ``time.time()``; ``test``, ``size`` and ``phase`` are the guard's context when the
-    call was denied (``None`` outside the pytest plugin).
+    call was denied (``None`` outside the pytest plugin); ``where`` is the call site in
+    the user's code, as messages show it.
     """
 
     op: str
@@ -437,6 +448,7 @@ class Violation:
     test: str | None = None
     size: str | None = None
     phase: str | None = None
+    where: str | None = None
 
     @property
     def slug(self) -> str:
@@ -452,6 +464,7 @@ class Violation:
             test=self.test,
             size=self.size,
             phase=self.phase,
+            where=self.where,
             swallowed=swallowed,
             escalated=escalated,
         )
@@ -466,4 +479,5 @@ class Violation:
             test=self.test,
             size=self.size,
             phase=self.phase,
+            where=self.where,
         )

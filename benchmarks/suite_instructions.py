@@ -1,0 +1,138 @@
+"""netguard's cost on a test suite in instructions, counted with callgrind: deterministic.
+
+    python benchmarks/suite_instructions.py                 200 and 400 tests, none + strict
+    python benchmarks/suite_instructions.py --tests 300 --states none,strict,warn
+
+Wall-clock ratios of whole pytest runs move by several percent from run to run on a
+shared 2-core machine (benchmarks/suite.py quotes their medians and confidence
+intervals); instruction counts do not. This generates the suite of benchmarks/suite.py,
+runs ``pytest -q -p no:cacheprovider`` on its first N and first 2N tests under
+``valgrind --tool=callgrind`` for each state, and splits the counts into
+
+    per test    (count(2N) - count(N)) / N          what one more test costs
+    fixed       count(N) - N * per test             start-up, collection set-up, exit
+
+and then, against the state ``none`` (the plugin not loaded), the overhead per test and
+the fixed overhead, and the ratio a suite of ``--suite`` tests (default 5,000, the size
+of benchmarks/suite.py) would see in instructions. Instructions are not time: Python
+code runs at a different number of instructions per cycle than the rest of a pytest run,
+so treat the ratio as a reproducible proxy of suite.py's wall-clock ratio, not a
+replacement.
+
+The bytecode caches are warmed by one untimed run of each state first. Needs valgrind.
+Only 127.0.0.1 is contacted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import suite as suite_mod  # benchmarks/ is on sys.path: the same generated suite
+from _common import text_table
+
+STATES = {
+    "none": ("-p", "no:netguard"),
+    "off": (),
+    "strict": ("--netguard-mode=strict",),
+    "warn": ("--netguard-mode=warn",),
+}
+
+
+def count(python: str, directory: str, modules: list[str], state: str, env: dict[str, str]) -> int:
+    """Instructions of one ``pytest`` run of ``modules`` in ``state`` (callgrind's total)."""
+    with tempfile.NamedTemporaryFile(prefix="callgrind.", dir=directory) as out:
+        proc = subprocess.run(
+            [
+                "valgrind",
+                "--tool=callgrind",
+                f"--callgrind-out-file={out.name}",
+                python,
+                *suite_mod.PYTEST_ARGS,
+                *STATES[state],
+                *modules,
+            ],
+            cwd=directory,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    if proc.returncode != 0:
+        raise SystemExit(f"{state}: pytest failed under callgrind:\n{proc.stdout}{proc.stderr}")
+    match = re.search(r"Collected : (\d+)", proc.stderr)
+    if match is None:
+        raise SystemExit(f"{state}: no instruction count in callgrind's output:\n{proc.stderr}")
+    return int(match.group(1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tests", type=int, default=200, help="N (a multiple of 100)")
+    parser.add_argument("--states", default="none,strict", help="comma list: none,off,strict,warn")
+    parser.add_argument("--suite", type=int, default=5000, help="suite size for the ratio")
+    parser.add_argument("--seed", type=int, default=20240611)
+    args = parser.parse_args(argv)
+    states = args.states.split(",")
+    if "none" not in states or any(s not in STATES for s in states):
+        parser.error(f"--states: a comma list of {', '.join(STATES)} including none")
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind is not installed")
+    n = args.tests
+    with tempfile.TemporaryDirectory(prefix="netguard-instr-") as tmp:
+        directory = os.path.join(tmp, "suite")
+        suite_mod.generate_suite(directory, 2 * n, args.seed)
+        env = suite_mod.child_env(suite_mod.snapshot_package(os.path.join(tmp, "pkg")))
+        modules = sorted(m for m in os.listdir(directory) if m.startswith("test_gen_"))
+        half = modules[: len(modules) // 2]
+        for state in states:  # warm the bytecode caches (pytest's rewritten ones too)
+            subprocess.run(
+                [sys.executable, *suite_mod.PYTEST_ARGS, *STATES[state], *modules],
+                cwd=directory,
+                env=env,
+                capture_output=True,
+                check=True,
+            )
+        counts: dict[str, tuple[int, int]] = {}
+        for state in states:
+            print(f"  {state}: {n} and {2 * n} tests under callgrind...", file=sys.stderr)
+            counts[state] = (
+                count(sys.executable, directory, half, state, env),
+                count(sys.executable, directory, modules, state, env),
+            )
+    base_small, base_big = counts["none"]
+    base_per = (base_big - base_small) / n
+    base_fixed = base_small - n * base_per
+    base_total = base_fixed + args.suite * base_per
+    rows = []
+    for state in states:
+        small, big = counts[state]
+        per = (big - small) / n
+        fixed = small - n * per
+        total = fixed + args.suite * per
+        rows.append(
+            [
+                state,
+                f"{per / 1e3:,.1f}k",
+                f"{(per - base_per) / 1e3:+,.1f}k",
+                f"{fixed / 1e6:,.1f}M",
+                f"{(fixed - base_fixed) / 1e6:+,.1f}M",
+                f"{total / base_total:.4f}",
+            ]
+        )
+    print(
+        f"instructions (callgrind), suite of benchmarks/suite.py, {n} and {2 * n} tests; "
+        f"ratio: a {args.suite:,}-test suite against none"
+    )
+    headers = ["state", "per test", "vs none", "fixed", "vs none", "ratio"]
+    print("\n".join(text_table(headers, rows, right={1, 2, 3, 4, 5})))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
