@@ -1624,6 +1624,7 @@ def _generator() -> ModuleType:
     return module
 
 
+@pytest.mark.source_tree
 def test_docs_page_is_generated_from_the_table() -> None:
     gen = _generator()
     text = gen.render()
@@ -1636,6 +1637,7 @@ def test_docs_page_is_generated_from_the_table() -> None:
         assert f"`{opt.flag}" in text and f"`{opt.env}`" in text and f"`{opt.ini}`" in text
 
 
+@pytest.mark.source_tree
 def test_docs_examples_are_valid(tmp_path: Path) -> None:
     gen = _generator()
     toml_rules = load(tmp_path, gen.EXAMPLE_TOML, name="allowlist.toml")

@@ -33,7 +33,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-_SOURCE = Path(__file__).resolve().parents[1] / "src" / "netguard" / "_reference.py"
+# The installed package's file (the suite runs against an installed netguard, also
+# from outside the source tree), loaded on its own, without importing netguard.
+_SPEC = importlib.util.find_spec("netguard")
+assert _SPEC is not None and _SPEC.origin is not None
+_SOURCE = Path(_SPEC.origin).parent / "_reference.py"
 
 
 def _load_reference() -> ModuleType:
