@@ -149,8 +149,9 @@ ng_install_netguard() {
     done
     find "$stage" \( -name __pycache__ -o -name '*.egg-info' -o -name '*.so' -o -name build \) \
         -prune -exec rm -rf -- {} +
-    ng_say "building and installing netguard: $(ng_flavour) build"
-    if ! "$ng_python" -m pip install --quiet --no-build-isolation --no-cache-dir "$stage"; then
+    ng_say "building and installing netguard: $(ng_flavour) build, warnings are errors"
+    if ! NETGUARD_WERROR=1 "$ng_python" -m pip install --quiet --no-build-isolation \
+        --no-cache-dir "$stage"; then
         ng_die "building or installing netguard failed (the compiler output is above)"
     fi
 }
