@@ -30,6 +30,7 @@ __all__ = [
 
 _SETTINGS: pytest.StashKey[Settings] = pytest.StashKey()
 _ENFORCING = "netguard-enforcing"
+_REPORTS = "netguard-reports"
 _SESSION: pytest.StashKey[NetguardSession] = pytest.StashKey()
 
 _MARKERS = (
@@ -76,7 +77,20 @@ def pytest_configure(config: pytest.Config) -> None:
 
     session = NetguardSession(settings)
     config.stash[_SESSION] = session
-    config.pluginmanager.register(_Enforcing(session), _ENFORCING)
+    enforcing = _Enforcing(config, session)
+    config.pluginmanager.register(enforcing, _ENFORCING)
+    if _is_xdist_controller(config):
+        enforcing.start_reports()
+
+
+def _is_xdist_controller(config: pytest.Config) -> bool:
+    """Whether this process hands tests to pytest-xdist workers (and receives their
+    reports): the worker processes have ``workerinput``; the controller has ``-n``/``--dist``."""
+    if hasattr(config, "workerinput"):
+        return False
+    dist = getattr(config.option, "dist", "no")
+    numprocesses = getattr(config.option, "numprocesses", None)
+    return dist != "no" or bool(numprocesses)
 
 
 def _check_databases(settings: Settings) -> None:
@@ -122,9 +136,10 @@ def _warn_about_pytest_socket(config: pytest.Config, mode: str) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     session = config.stash.get(_SESSION, None)
     if session is not None:
-        enforcing = config.pluginmanager.get_plugin(_ENFORCING)
-        if enforcing is not None:
-            config.pluginmanager.unregister(enforcing)
+        for name in (_REPORTS, _ENFORCING):
+            plugin = config.pluginmanager.get_plugin(name)
+            if plugin is not None:
+                config.pluginmanager.unregister(plugin)
         session.close()
         del config.stash[_SESSION]
 
@@ -141,12 +156,35 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     return f"netguard: off ({settings.mode_source}); nothing is checked"
 
 
+class _Reports:
+    """Reports carry the violations and events of their phase; under pytest-xdist they come
+    from the workers, and the controller (which prints and writes) collects them.
+
+    Registered only where there is something to carry: on pytest-xdist's controller from
+    the start, elsewhere from the first phase with events, so a clean run pays nothing per
+    report. tryfirst: before pytest-xdist's worker sends the report to the controller.
+    """
+
+    def __init__(self, session: NetguardSession) -> None:
+        self.session = session
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        session = self.session
+        if session._pending:
+            session.take_report(report)
+        if hasattr(report, REPORT_ATTR) or hasattr(report, ALLOWED_ATTR):
+            session.collect_events(report)
+
+
 class _Enforcing:
     """The hooks that enforce and report, registered by ``pytest_configure`` only when
     the mode is not ``off``."""
 
-    def __init__(self, session: NetguardSession) -> None:
+    def __init__(self, config: pytest.Config, session: NetguardSession) -> None:
+        self.config = config
         self.session = session
+        self.reporting = False
 
     @pytest.hookimpl(wrapper=True)
     def pytest_make_collect_report(
@@ -185,18 +223,16 @@ class _Enforcing:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> None:
-        self.session.leave(item, call)  # returns None: pytest's own implementation reports
-
-    # Reports carry the violations and events of their phase; under pytest-xdist they
-    # come from the workers, and the controller (which prints and writes) collects them.
-    # tryfirst: before pytest-xdist's worker sends the report to the controller.
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         session = self.session
-        if session._pending:
-            session.take_report(report)
-        if hasattr(report, REPORT_ATTR) or hasattr(report, ALLOWED_ATTR):
-            session.collect_events(report)
+        session.leave(item, call)  # returns None: pytest's own implementation reports
+        if session._pending and not self.reporting:
+            self.start_reports()  # the first phase with events: reports must carry them
+
+    def start_reports(self) -> None:
+        """Register the hook that puts each phase's events on its report (once)."""
+        if not self.reporting:
+            self.config.pluginmanager.register(_Reports(self.session), _REPORTS)
+            self.reporting = True
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if hasattr(report, REPORT_ATTR) or hasattr(report, ALLOWED_ATTR):
