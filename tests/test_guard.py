@@ -992,3 +992,34 @@ def test_a_violation_names_its_call_site(impl: _impl.Impl, loopback_tcp: tuple[s
     assert info.value.where == where
     assert f"\n  at:   {where}\n" in str(info.value)
     assert pickle.loads(pickle.dumps(info.value)).where == where
+
+
+def test_the_base_guard(impl: _impl.Impl, loopback_tcp: tuple[str, int]) -> None:
+    # The pytest plugin's per-phase path: a base guard beneath the stack.
+    install_hooks_impl = _guard.install_hooks(impl)
+    try:
+        small = netguard.guard(netguard.Policy(), test="t", size="small")
+        loopback = netguard.Policy(["127.0.0.0/8"])
+        _guard.enter_base(small)
+        try:
+            assert _guard.active_guard() is small and small.active
+            with pytest.raises(RuntimeError, match="while a guard is active"):
+                _guard.uninstall_hooks()
+            # a guard entered during the phase nests on top, then restores the base policy
+            with netguard.guard(loopback) as inner:
+                with socket.create_connection(loopback_tcp, timeout=5):
+                    pass
+                assert _guard.active_guard() is inner
+            with pytest.raises(NetworkViolationError), socket.socket() as sock:
+                sock.connect(loopback_tcp)
+            [violation] = small.violations  # recorded on the base guard
+            assert violation.test == "t" and violation.size == "small"
+        finally:
+            assert _guard.leave_base() is small
+        assert _guard.leave_base() is None and not small.active
+        assert _guard.active_guard() is None
+        with socket.create_connection(loopback_tcp, timeout=5):
+            pass  # no base, no guard: nothing checked
+    finally:
+        assert install_hooks_impl is impl
+        _guard.uninstall_hooks()

@@ -1063,8 +1063,10 @@ def pytest_configure(config):
         config.addinivalue_line("markers", name + ": netguard")
 
 def pytest_collection_modifyitems(items):
+    cache = {}
     for item in items:
         quick = simple_size(item, "small")
+        assert simple_size(item, "small", cache) == quick  # the per-parent cache agrees
         try:
             full = resolve_markers(marker_data(item), default="small", where=item.nodeid)
         except (MarkerError, RuleError):

@@ -40,9 +40,11 @@ __all__ = [
     "MODES",
     "Guard",
     "active_guard",
+    "enter_base",
     "exempt_loopback",
     "guard",
     "install_hooks",
+    "leave_base",
     "uninstall_hooks",
 ]
 
@@ -62,6 +64,9 @@ _pinned = False
 _state: tuple[Any, bool] = (None, False)
 # Mode of the guard that exited last: judges a denial that races the exit of every guard.
 _fallback_mode = "strict"
+# The base guard, beneath the stack: the pytest plugin's guard of the phase that runs now
+# (see enter_base()); None between phases and outside pytest.
+_base: Guard | None = None
 
 
 class Guard:
@@ -365,16 +370,50 @@ def uninstall_hooks() -> None:
     """Undo :func:`install_hooks`. ``RuntimeError`` while a guard is active."""
     global _pinned
     with _lock:
-        if _stack:
+        if _stack or _base is not None:
             raise RuntimeError("cannot uninstall netguard's hooks while a guard is active")
         _pinned = False
         _release()
 
 
+def enter_base(g: Guard) -> None:
+    """Make ``g`` the base guard, beneath every guard of the stack, and activate its policy.
+
+    The pytest plugin's path, once per phase of every test, lighter than entering a guard:
+    the hooks must be installed (:func:`install_hooks`) and ``g`` built by the same
+    implementation. Guards entered during the phase nest on top of it and restore its
+    policy when they exit; a violation while no guard of the stack is active is recorded
+    on it. :func:`leave_base` ends it.
+    """
+    global _base, _state
+    with _lock:
+        _base = g
+        g._pushed = True
+        if not _stack:  # a guard of the stack (another thread's) keeps its policy
+            _state = g._state
+            _hooks.activate(*_state)  # type: ignore[union-attr]
+
+
+def leave_base() -> Guard | None:
+    """End :func:`enter_base`; return the base guard it ended, or ``None`` if none."""
+    global _base, _state, _fallback_mode
+    with _lock:
+        g = _base
+        if g is None:
+            return None
+        _base = None
+        g._pushed = False
+        _fallback_mode = g.mode
+        if not _stack:
+            _state = (None, False)
+            _hooks.activate(None, False)  # type: ignore[union-attr]
+        return g
+
+
 def active_guard() -> Guard | None:
     """The innermost active guard, or ``None``."""
     with _lock:
-        return _stack[-1] if _stack else None
+        return _stack[-1] if _stack else _base
 
 
 # --------------------------------------------------------------------------- the callback
@@ -423,7 +462,7 @@ def _on_denied(op: str, family: int, host: str | None, port: int | None) -> None
     if getattr(_exempt, "depth", 0) and _is_loopback(family, host):
         return
     with _lock:
-        g = _stack[-1] if _stack else None
+        g = _stack[-1] if _stack else _base
         mode = g.mode if g is not None else _fallback_mode
     stacklevel, frame = _user_frame()
     violation = Violation(

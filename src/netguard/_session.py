@@ -21,7 +21,15 @@ from typing import Any
 
 import pytest
 
-from netguard._guard import Guard, exempt_loopback, guard, install_hooks, uninstall_hooks
+from netguard._guard import (
+    Guard,
+    enter_base,
+    exempt_loopback,
+    guard,
+    install_hooks,
+    leave_base,
+    uninstall_hooks,
+)
 from netguard._observe import FAMILIES
 from netguard._report import ALLOWED_ATTR, REPORT_ATTR, SCHEMA, event_dict
 from netguard.config import Settings
@@ -66,6 +74,8 @@ class NetguardSession:
             warned=set() if settings.mode == "warn" else None,
         )
         self._item: pytest.Item | None = None
+        # what the markers of each collector (module, class) and its parents say
+        self._marker_cache: dict[int, str | None] = {}
         self._info = self.default
         self._problem: str | None = None
         # (node id, phase) -> (violations, allowed events) of a phase, until its report
@@ -85,9 +95,7 @@ class NetguardSession:
             set_observer(self._observe)
 
     def close(self) -> None:
-        if self._guard._pushed:
-            # a phase that never reached its report: pytest.exit() or KeyboardInterrupt
-            self._guard._pop()
+        leave_base()  # a phase that never reached its report: pytest.exit(), say
         if self.observing:
             from netguard._observe import set_observer
 
@@ -105,7 +113,7 @@ class NetguardSession:
         the markers; anything else goes through :func:`netguard.policy.resolve_markers`,
         which also explains every mistake.
         """
-        size = simple_size(item, self.settings.default_size)
+        size = simple_size(item, self.settings.default_size, self._marker_cache)
         if size is not None:
             return self._plain[size], size, None
         try:
@@ -127,8 +135,6 @@ class NetguardSession:
         phase, then calls :meth:`leave`.
         """
         g = self._guard
-        if g._pushed:
-            g._pop()  # the last phase never reached its report (pytest.exit(), say)
         if item is not self._item:
             info, size, self._problem = self._resolve(item)
             g._aim(info.policy, test=item.nodeid, size=size)
@@ -140,7 +146,7 @@ class NetguardSession:
         g.phase = phase
         if self.observing:
             self._current = (g.test, phase, g.size, self._info)  # type: ignore[assignment]
-        g._push()
+        enter_base(g)  # (replacing the base of a phase that never reached its report)
         return g
 
     def leave(self, item: pytest.Item, call: pytest.CallInfo[None]) -> None:
@@ -152,10 +158,9 @@ class NetguardSession:
         report fails.
         """
         __tracebackhide__ = True  # the report shows the violation, not this frame
-        g = self._guard
-        if not g._pushed:
+        g = leave_base()
+        if g is None:
             return  # the phase never began (a wrapper, or a marker problem, stopped it)
-        g._pop()
         self._current = None
         if not g.violations and not self._observed:
             return

@@ -602,30 +602,61 @@ def marker_data(item: Any) -> list[MarkerData]:
 _OUR_MARKERS: Final = frozenset((*SIZES, _NETGUARD_MARKER, _ALLOW_NETWORK_MARKER))
 
 
-def simple_size(item: Any, default: str) -> str | None:
+_COMPLEX: Final = "complex"  # markers that need resolve_markers (see simple_size)
+_UNKNOWN: Final = object()
+
+
+def _scan(marks: Iterable[Any]) -> str | None:
+    """One node's own markers: ``None`` (no netguard marker), its one size (argument-free
+    size markers that agree), or :data:`_COMPLEX` (anything else)."""
+    size: str | None = None
+    for mark in marks:
+        name = mark.name
+        if name not in _OUR_MARKERS:
+            continue
+        if name not in SIZES or mark.args or mark.kwargs or (size is not None and name != size):
+            return _COMPLEX
+        size = name
+    return size
+
+
+def simple_size(item: Any, default: str, cache: dict[int, str | None] | None = None) -> str | None:
     """The size of a pytest item whose markers are simple; ``None`` when they are not.
 
     Simple: netguard's only markers on the item and its parents are size markers without
-    arguments, and those on the closest node that has any agree. The answer is then the
-    one :func:`resolve_markers` gives (with no extra rules and no ``allow_network``),
-    found without building :func:`marker_data`; for anything else (a ``netguard`` or
-    ``allow_network`` marker, arguments, two sizes on one node) ``None`` says to take
-    the full path, which also explains every mistake.
+    arguments, and those on each node agree. The answer is then the one
+    :func:`resolve_markers` gives (with no extra rules and no ``allow_network``), found
+    without building :func:`marker_data`; for anything else (a ``netguard`` or
+    ``allow_network`` marker, arguments, two sizes on one node) ``None`` says to take the
+    full path, which also explains every mistake. ``cache`` (a dict kept for a session)
+    remembers what each parent node's chain says, so each test scans only its own markers.
     """
-    size: str | None = None
-    for node in reversed(item.listchain()):
-        closest = size is None
-        for mark in node.own_markers:
-            name = mark.name
-            if name not in _OUR_MARKERS:
-                continue
-            if name not in SIZES or mark.args or mark.kwargs:
-                return None
-            if size is None:
-                size = name
-            elif closest and name != size:
-                return None
-    return default if size is None else size
+    own = _scan(item.own_markers)
+    if own == _COMPLEX:
+        return None
+    outer = _outer(getattr(item, "parent", None), cache)
+    if outer == _COMPLEX:
+        return None
+    return own or outer or default
+
+
+def _outer(node: Any, cache: dict[int, str | None] | None) -> str | None:
+    """What ``node`` and its parents say, closest first (see :func:`simple_size`)."""
+    if node is None:
+        return None
+    if cache is not None:
+        known = cache.get(id(node), _UNKNOWN)
+        if known is not _UNKNOWN:
+            return known  # type: ignore[return-value]
+    here = _scan(getattr(node, "own_markers", ()))
+    if here == _COMPLEX:
+        result: str | None = _COMPLEX
+    else:
+        up = _outer(getattr(node, "parent", None), cache)
+        result = _COMPLEX if up == _COMPLEX else (here or up)
+    if cache is not None:
+        cache[id(node)] = result  # nodes live as long as the session that keeps the cache
+    return result
 
 
 def size_from_markers(markers: Iterable[MarkerData], default: str, where: str) -> str:
