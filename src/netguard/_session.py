@@ -2,9 +2,11 @@
 
 :mod:`netguard.plugin` holds only the hooks; they call into one :class:`NetguardSession`,
 created in ``pytest_configure`` when the mode is not ``off`` (in ``off`` mode none of this
-module is imported and nothing is patched). The hooks stay installed for the session; each
-collector and each phase of each test runs inside a :func:`netguard.guard` with the policy
-of its size, so switching tests is a pointer swap in the C core.
+module is imported and nothing is patched). The hooks stay installed for the session. Each
+collector runs inside a :func:`netguard.guard` of the default size; each phase of each test
+runs under one session-wide guard, re-aimed at each test and made the base guard (beneath
+any guard the test enters itself) for the phase, so switching tests and phases is a
+pointer swap in the C core.
 """
 
 from __future__ import annotations
