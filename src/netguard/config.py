@@ -98,7 +98,8 @@ DATABASE_SAFETY_PREFIX = "test_"
 
 @dataclass(frozen=True, slots=True)
 class Option:
-    """One setting: its names in every source, its type, default and help.
+    """One setting: its name, type, default and help. Its names in the three sources
+    follow from the name (:attr:`flag`, :attr:`env`, :attr:`ini`).
 
     ``kind`` says how a value is parsed: ``"choice"`` (one of ``choices``, any case),
     ``"rules"`` (a list of rules, see :func:`split_rules`), ``"path"`` (a file path),
@@ -110,9 +111,6 @@ class Option:
     """
 
     name: str
-    flag: str
-    env: str
-    ini: str
     ini_type: IniType
     kind: Kind
     default: object
@@ -122,6 +120,21 @@ class Option:
     metavar: str | None = None
     pattern: str | None = None
     expected: str = ""
+
+    @property
+    def flag(self) -> str:
+        """The command-line flag: ``--netguard-`` and the name (``--netguard-default-size``)."""
+        return "--netguard-" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        """The environment variable: ``NETGUARD_`` and the name (``NETGUARD_DEFAULT_SIZE``)."""
+        return "NETGUARD_" + self.name.upper()
+
+    @property
+    def ini(self) -> str:
+        """The ini key: ``netguard_`` and the name (``netguard_default_size``)."""
+        return "netguard_" + self.name
 
     @property
     def dest(self) -> str:
@@ -171,9 +184,6 @@ class Option:
 OPTIONS: tuple[Option, ...] = (
     Option(
         name="mode",
-        flag="--netguard-mode",
-        env="NETGUARD_MODE",
-        ini="netguard_mode",
         ini_type="string",
         kind="choice",
         default="off",
@@ -187,9 +197,6 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         name="default_size",
-        flag="--netguard-default-size",
-        env="NETGUARD_DEFAULT_SIZE",
-        ini="netguard_default_size",
         ini_type="string",
         kind="choice",
         default="small",
@@ -199,9 +206,6 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         name="allow",
-        flag="--netguard-allow",
-        env="NETGUARD_ALLOW",
-        ini="netguard_allow",
         ini_type="linelist",
         kind="rules",
         default=(),
@@ -215,9 +219,6 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         name="allowlist",
-        flag="--netguard-allowlist",
-        env="NETGUARD_ALLOWLIST",
-        ini="netguard_allowlist",
         ini_type="string",
         kind="path",
         default=None,
@@ -229,9 +230,6 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         name="report",
-        flag="--netguard-report",
-        env="NETGUARD_REPORT",
-        ini="netguard_report",
         ini_type="string",
         kind="path",
         default=None,
@@ -240,9 +238,6 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         name="verbose",
-        flag="--netguard-verbose",
-        env="NETGUARD_VERBOSE",
-        ini="netguard_verbose",
         # read as a string and parsed here: pytest's own bool parsing would reject a bad
         # value with a message that does not name the key
         ini_type="string",
@@ -252,9 +247,6 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         name="database_safety",
-        flag="--netguard-database-safety",
-        env="NETGUARD_DATABASE_SAFETY",
-        ini="netguard_database_safety",
         ini_type="string",
         kind="bool",
         default=False,
@@ -265,9 +257,6 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         name="database_safety_vars",
-        flag="--netguard-database-safety-vars",
-        env="NETGUARD_DATABASE_SAFETY_VARS",
-        ini="netguard_database_safety_vars",
         ini_type="linelist",
         kind="names",
         default=DATABASE_SAFETY_VARS,
@@ -282,9 +271,6 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         name="database_safety_hosts",
-        flag="--netguard-database-safety-hosts",
-        env="NETGUARD_DATABASE_SAFETY_HOSTS",
-        ini="netguard_database_safety_hosts",
         ini_type="linelist",
         kind="names",
         default=DATABASE_SAFETY_HOSTS,
@@ -299,9 +285,6 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         name="database_safety_prefix",
-        flag="--netguard-database-safety-prefix",
-        env="NETGUARD_DATABASE_SAFETY_PREFIX",
-        ini="netguard_database_safety_prefix",
         ini_type="string",
         kind="text",
         default=DATABASE_SAFETY_PREFIX,
