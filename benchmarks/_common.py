@@ -6,7 +6,7 @@ import math
 import statistics
 from collections.abc import Sequence
 
-__all__ = ["quantile", "summary", "text_table"]
+__all__ = ["quantile", "status_line", "summary", "text_table"]
 
 
 def quantile(sorted_values: Sequence[float], q: float) -> float:
@@ -52,3 +52,13 @@ def text_table(headers: list[str], rows: list[list[str]], right: set[int]) -> li
 
     rule = "  ".join("-" * w for w in widths)
     return [line(headers), rule, *(line(r) for r in rows)]
+
+
+def status_line(rows: Sequence[dict[str, object]]) -> str:
+    """The closing line of a results table: how many targeted rows (status PASS or MISS)
+    pass, and which miss."""
+    targeted = [r for r in rows if r["status"] in ("PASS", "MISS")]
+    missed = [str(r["id"]) for r in targeted if r["status"] == "MISS"]
+    return f"{len(targeted) - len(missed)}/{len(targeted)} targeted rows PASS" + (
+        f"; MISS: {', '.join(missed)}" if missed else ""
+    )

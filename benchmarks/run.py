@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from _common import summary, text_table  # benchmarks/ is on sys.path
+from _common import status_line, summary, text_table  # benchmarks/ is on sys.path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.join(os.path.dirname(HERE), "src")
@@ -837,13 +837,8 @@ def render(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
             cells,
             right={2, 3, 4, 5, 6, 7, 9},
         )
-    targeted = [r for r in rows if r["status"] in ("PASS", "MISS")]
-    missed = [r["id"] for r in targeted if r["status"] == "MISS"]
     out.append("")
-    out.append(
-        f"{len(targeted) - len(missed)}/{len(targeted)} targeted rows PASS"
-        + (f"; MISS: {', '.join(missed)}" if missed else "")
-    )
+    out.append(status_line(rows))
     return "\n".join(out)
 
 

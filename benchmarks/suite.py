@@ -58,7 +58,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from _common import summary, text_table  # benchmarks/ is on sys.path
+from _common import status_line, summary, text_table  # benchmarks/ is on sys.path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -1224,13 +1224,8 @@ def render(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
                     f"  {r['id']} by module, self ms: "
                     + ", ".join(f"{n.removeprefix('netguard.')} {v['self']:.2f}" for n, v in mods)
                 )
-    targeted = [r for r in rows if r["status"] in ("PASS", "MISS")]
-    missed = [r["id"] for r in targeted if r["status"] == "MISS"]
     out.append("")
-    out.append(
-        f"{len(targeted) - len(missed)}/{len(targeted)} targeted rows PASS"
-        + (f"; MISS: {', '.join(missed)}" if missed else "")
-    )
+    out.append(status_line(rows))
     return "\n".join(out)
 
 
