@@ -191,11 +191,11 @@ def _default_hint(
         return "\n".join(options)
     if phase == "collection":
         # importing a test module: markers do not apply, only the session's settings
-        options[0] = (
+        options.insert(
+            0,
             "do not reach the network at import time: move the call into a fixture or "
-            "into the test that needs it (then its size and markers apply)"
+            "into the test that needs it (then its size and markers apply)",
         )
-        options.append("mock the call, or inject a fake client into the code under test")
         if rule is not None and size not in ("small", None):
             options.append(f"allow it for the whole run: --netguard-allow={rule}")
         if size in ("small", "medium"):
