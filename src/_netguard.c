@@ -77,8 +77,16 @@ err_restore(ng_saved_error *e)
 typedef struct {
     PyObject *policy_type;    /* Policy heap type */
     PyObject *callback;       /* deny callback, NULL when not installed */
-    PyObject *active;         /* active Policy, NULL = no checks */
+    /* What the hooks judge by, and the two levels it is chosen from: the guard stack's
+       (activate/deactivate) while it is set, else the base's (activate_base), which the
+       pytest plugin sets for each phase of each test. */
+    PyObject *active;         /* effective Policy, NULL = no checks */
     bool strict;              /* audit backstop judges while true */
+    bool top_set;             /* a guard of the stack is active */
+    PyObject *top;            /* its Policy, NULL = no checks */
+    bool top_strict;
+    PyObject *base;           /* the base guard's Policy, NULL = none or no checks */
+    bool base_strict;
     bool audit_added;         /* PySys_AddAuditHook done (it cannot be undone) */
     bool installed;
     PyThreadState *in_hook;   /* thread currently inside a hook's original call */
@@ -1638,7 +1646,9 @@ do_uninstall(ng_state *st)
     }
     Py_CLEAR(st->callback);
     Py_CLEAR(st->active);
-    st->strict = false;
+    Py_CLEAR(st->top);
+    Py_CLEAR(st->base);
+    st->strict = st->top_strict = st->base_strict = st->top_set = false;
     st->installed = false;
 }
 
@@ -1745,45 +1755,101 @@ ng_is_installed(PyObject *module, PyObject *Py_UNUSED(ignored))
     return PyBool_FromLong(((ng_state *)PyModule_GetState(module))->installed);
 }
 
+/* Check an activation's arguments (policy: a Policy or None; strict: truthy) and add the
+   audit backstop on the first strict one. Returns -1 with an exception, else 0. */
+static int
+activation_args(ng_state *st, const char *fn, PyObject *const *args, Py_ssize_t nargs,
+                int *strict)
+{
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "%s() takes exactly 2 arguments", fn);
+        return -1;
+    }
+    PyObject *policy = args[0];
+    if ((*strict = PyObject_IsTrue(args[1])) < 0) {
+        return -1;
+    }
+    if (policy != Py_None && !Py_IS_TYPE(policy, (PyTypeObject *)st->policy_type)) {
+        PyErr_Format(PyExc_TypeError, "policy must be a netguard._netguard.Policy or None, not %s",
+                     Py_TYPE(policy)->tp_name);
+        return -1;
+    }
+    if (!st->installed && policy != Py_None) {
+        PyErr_SetString(PyExc_RuntimeError, "install() the hooks before activating a policy");
+        return -1;
+    }
+    if (*strict && policy != Py_None && !st->audit_added) {
+        if (PySys_AddAuditHook(audit_hook, NULL) < 0) {
+            return -1;
+        }
+        st->audit_added = true;
+    }
+    return 0;
+}
+
+/* Set one level (*slot, *slot_strict) and recompute what the hooks judge by: the stack's
+   level while set, else the base's. One pointer swap under the GIL; no Python code runs
+   in between (a Policy's dealloc runs none), so the hooks never see a half-made state. */
+static void
+set_level(ng_state *st, PyObject **slot, bool *slot_strict, PyObject *policy, bool strict)
+{
+    PyObject *old_slot = *slot, *old_active = st->active;
+    *slot = policy == Py_None ? NULL : Py_NewRef(policy);
+    *slot_strict = strict && *slot != NULL;
+    PyObject *eff = st->top_set ? st->top : st->base;
+    st->active = Py_XNewRef(eff);
+    st->strict = st->top_set ? st->top_strict : st->base_strict;
+    Py_XDECREF(old_slot);
+    Py_XDECREF(old_active);
+}
+
 PyDoc_STRVAR(ng_activate_doc,
 "activate($module, policy, strict, /)\n--\n\n"
-"Make policy (a Policy, or None for no checks) the active one. With strict true the\n"
-"audit-hook backstop judges calls that bypass the hooks; it is added on first use and,\n"
-"as audit hooks cannot be removed, stays inert while no strict policy is active.");
+"Make policy (a Policy, or None for no checks) the active one: the guard stack's level,\n"
+"which holds until deactivate(), whatever the base. With strict true the audit-hook\n"
+"backstop judges calls that bypass the hooks; it is added on first use and, as audit\n"
+"hooks cannot be removed, stays inert while no strict policy is active.");
 
 static PyObject *
 ng_activate(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     ng_state *st = PyModule_GetState(module);
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "activate() takes exactly 2 arguments");
+    int strict;
+    if (activation_args(st, "activate", args, nargs, &strict) < 0) {
         return NULL;
     }
-    PyObject *policy = args[0];
-    int strict = PyObject_IsTrue(args[1]);
-    if (strict < 0) {
+    st->top_set = true;
+    set_level(st, &st->top, &st->top_strict, args[0], strict);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(ng_deactivate_doc,
+"deactivate($module, /)\n--\n\n"
+"End the guard stack's level: the base's policy (activate_base) holds again.");
+
+static PyObject *
+ng_deactivate(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    ng_state *st = PyModule_GetState(module);
+    st->top_set = false;
+    set_level(st, &st->top, &st->top_strict, Py_None, false);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(ng_activate_base_doc,
+"activate_base($module, policy, strict, /)\n--\n\n"
+"Set the base level: the policy (or None) that holds while the guard stack's level is\n"
+"not set. The pytest plugin's per-phase switch.");
+
+static PyObject *
+ng_activate_base(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    ng_state *st = PyModule_GetState(module);
+    int strict;
+    if (activation_args(st, "activate_base", args, nargs, &strict) < 0) {
         return NULL;
     }
-    if (policy != Py_None && !Py_IS_TYPE(policy, (PyTypeObject *)st->policy_type)) {
-        PyErr_Format(PyExc_TypeError, "policy must be a netguard._netguard.Policy or None, not %s",
-                     Py_TYPE(policy)->tp_name);
-        return NULL;
-    }
-    if (!st->installed && policy != Py_None) {
-        PyErr_SetString(PyExc_RuntimeError, "install() the hooks before activating a policy");
-        return NULL;
-    }
-    if (strict && policy != Py_None && !st->audit_added) {
-        if (PySys_AddAuditHook(audit_hook, NULL) < 0) {
-            return NULL;
-        }
-        st->audit_added = true;
-    }
-    /* the swap: one pointer, under the GIL */
-    PyObject *old = st->active;
-    st->active = policy == Py_None ? NULL : Py_NewRef(policy);
-    st->strict = strict && policy != Py_None;
-    Py_XDECREF(old);
+    set_level(st, &st->base, &st->base_strict, args[0], strict);
     Py_RETURN_NONE;
 }
 
@@ -1802,6 +1868,9 @@ static PyMethodDef ng_methods[] = {
     {"uninstall", (PyCFunction)ng_uninstall, METH_NOARGS, ng_uninstall_doc},
     {"is_installed", (PyCFunction)ng_is_installed, METH_NOARGS, ng_is_installed_doc},
     {"activate", (PyCFunction)(void (*)(void))ng_activate, METH_FASTCALL, ng_activate_doc},
+    {"deactivate", (PyCFunction)ng_deactivate, METH_NOARGS, ng_deactivate_doc},
+    {"activate_base", (PyCFunction)(void (*)(void))ng_activate_base, METH_FASTCALL,
+     ng_activate_base_doc},
     {"active", (PyCFunction)ng_active, METH_NOARGS, ng_active_doc},
     {NULL, NULL, 0, NULL},
 };
@@ -1896,6 +1965,8 @@ ng_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->policy_type);
     Py_VISIT(st->callback);
     Py_VISIT(st->active);
+    Py_VISIT(st->top);
+    Py_VISIT(st->base);
     return 0;
 }
 

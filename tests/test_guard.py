@@ -1023,3 +1023,97 @@ def test_the_base_guard(impl: _impl.Impl, loopback_tcp: tuple[str, int]) -> None
     finally:
         assert install_hooks_impl is impl
         _guard.uninstall_hooks()
+
+
+def test_the_stack_level_overrides_the_base_level(
+    impl: _impl.Impl, loopback_udp: socket.socket
+) -> None:
+    # The two levels of an implementation: activate()/deactivate() for the guard stack,
+    # activate_base() for the plugin's per-phase guard. The hooks judge by the stack's
+    # level while it is set (even when it says "no checks"), else by the base's.
+    denied: list[str | None] = []
+
+    def callback(op: str, family: int, host: str | None, port: int | None) -> None:
+        denied.append(host)
+        raise OSError(13, "denied")  # as NetworkViolationError is
+
+    nothing = impl.compile([])
+    loopback = impl.compile([parse_rule("127.0.0.0/8", source="test")])
+    address = loopback_udp.getsockname()
+
+    def sends() -> bool:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.sendto(b"x", address)
+            except OSError:
+                return False
+        assert loopback_udp.recv(16) == b"x"
+        return True
+
+    impl.install(callback)
+    try:
+        assert impl.active() is None and sends()
+        impl.activate_base(nothing, True)
+        assert impl.active() is nothing and not sends()
+        impl.activate(loopback, False)  # the stack's level wins
+        assert impl.active() is loopback and sends()
+        impl.activate(None, False)  # a stack guard checking nothing still wins
+        assert impl.active() is None and sends()
+        impl.activate_base(loopback, False)  # changing the base under a set stack level
+        assert impl.active() is None
+        impl.activate_base(nothing, True)
+        impl.deactivate()  # the base holds again
+        assert impl.active() is nothing and not sends()
+        impl.activate_base(None, False)
+        assert impl.active() is None and sends()
+        impl.activate_base(nothing, True)
+        with pytest.raises(TypeError):
+            impl.activate_base("127.0.0.0/8", False)
+        assert impl.active() is nothing  # a refused call changes nothing
+    finally:
+        impl.uninstall()
+    assert impl.active() is None  # uninstall clears both levels
+    impl.install(callback)
+    try:
+        impl.deactivate()
+        assert impl.active() is None and sends()
+    finally:
+        impl.uninstall()
+    assert denied == ["127.0.0.1", "127.0.0.1"]
+
+
+def test_a_guard_on_another_thread_outlives_base_switches(
+    impl: _impl.Impl, loopback_tcp: tuple[str, int]
+) -> None:
+    # A thread's guard entered during one phase and left during a later one: while it is
+    # active its policy holds across the base switches, and when it exits the base guard
+    # of the phase running then takes over (not the one it was entered under).
+    _guard.install_hooks(impl)
+    entered, leave = threading.Event(), threading.Event()
+    try:
+        open_guard = netguard.guard(netguard.Policy(["127.0.0.0/8"]))
+
+        def worker() -> None:
+            with open_guard:
+                entered.set()
+                leave.wait(10)
+
+        first = netguard.guard(netguard.Policy(["127.0.0.0/8"]), test="first", size="medium")
+        second = netguard.guard(netguard.Policy(), test="second", size="small")
+        _guard.enter_base(first)
+        thread = threading.Thread(target=worker)
+        thread.start()
+        assert entered.wait(10)
+        assert _guard.leave_base() is first
+        _guard.enter_base(second)
+        with socket.create_connection(loopback_tcp, timeout=5):
+            pass  # the thread's guard holds
+        leave.set()
+        thread.join(10)
+        with pytest.raises(NetworkViolationError), socket.socket() as sock:
+            sock.connect(loopback_tcp)  # now the second phase's base
+        assert [v.test for v in second.violations] == ["second"]
+        assert _guard.leave_base() is second
+    finally:
+        leave.set()
+        _guard.uninstall_hooks()

@@ -60,8 +60,9 @@ _hooks: Impl | None = None
 _owned = False
 # True while install_hooks() keeps the hooks installed between guards.
 _pinned = False
-# (compiled policy or None, strict) as last activated through this module.
-_state: tuple[Any, bool] = (None, False)
+# (compiled policy or None, strict) of the innermost guard of the stack, as activated
+# through this module; None while the stack is empty (the base guard's policy holds then).
+_state: tuple[Any, bool] | None = None
 # Mode of the guard that exited last: judges a denial that races the exit of every guard.
 _fallback_mode = "strict"
 # The base guard, beneath the stack: the pytest plugin's guard of the phase that runs now
@@ -125,7 +126,7 @@ class Guard:
         # warn mode: a warnings filter turned a violation's warning into an error
         self.escalated = False
         self._state = self._activation()
-        self._prev: tuple[Any, bool] = (None, False)
+        self._prev: tuple[Any, bool] | None = None
         self._pushed = False
         self._entered = False
         self._exited = False
@@ -229,7 +230,7 @@ class Guard:
                     )
             self._prev = _state
             if impl is not None:
-                impl.activate(*state)
+                impl.activate(*state)  # the stack's level: above the base guard's
             _state = state
             self._pushed = True
             _stack.append(self)
@@ -246,7 +247,10 @@ class Guard:
                 _stack.pop()
                 _state = self._prev
                 if _hooks is not None:
-                    _hooks.activate(*_state)
+                    if _state is None:
+                        _hooks.deactivate()  # the base guard's policy holds again
+                    else:
+                        _hooks.activate(*_state)
             else:
                 # Left out of order (another thread's guard is inside this one): the guard
                 # that was nested in this one now restores what this one would have.
@@ -276,12 +280,13 @@ def _release() -> None:
     """Deactivate, and uninstall the hooks if this module installed them (lock held)."""
     global _hooks, _owned, _state
     if _hooks is not None:
-        _hooks.activate(None, False)
+        _hooks.deactivate()
+        _hooks.activate_base(None, False)
         if _owned:
             _hooks.uninstall()
     _hooks = None
     _owned = False
-    _state = (None, False)
+    _state = None
 
 
 def _index(g: Guard) -> int:
@@ -381,33 +386,28 @@ def enter_base(g: Guard) -> None:
 
     The pytest plugin's path, once per phase of every test, lighter than entering a guard:
     the hooks must be installed (:func:`install_hooks`) and ``g`` built by the same
-    implementation. Guards entered during the phase nest on top of it and restore its
-    policy when they exit; a violation while no guard of the stack is active is recorded
-    on it. :func:`leave_base` ends it.
+    implementation. Guards entered during the phase nest on top of it: the implementation
+    judges by the innermost of the stack while there is one (``activate``) and by the
+    base's policy otherwise (``activate_base``), so no lock is needed here. A violation
+    while no guard of the stack is active is recorded on it. :func:`leave_base` ends it.
     """
-    global _base, _state
-    with _lock:
-        _base = g
-        g._pushed = True
-        if not _stack:  # a guard of the stack (another thread's) keeps its policy
-            _state = g._state
-            _hooks.activate(*_state)  # type: ignore[union-attr]
+    global _base
+    _base = g
+    g._pushed = True
+    _hooks.activate_base(*g._state)  # type: ignore[union-attr]
 
 
 def leave_base() -> Guard | None:
     """End :func:`enter_base`; return the base guard it ended, or ``None`` if none."""
-    global _base, _state, _fallback_mode
-    with _lock:
-        g = _base
-        if g is None:
-            return None
-        _base = None
-        g._pushed = False
-        _fallback_mode = g.mode
-        if not _stack:
-            _state = (None, False)
-            _hooks.activate(None, False)  # type: ignore[union-attr]
-        return g
+    global _base, _fallback_mode
+    g = _base
+    if g is None:
+        return None
+    _base = None
+    g._pushed = False
+    _fallback_mode = g.mode
+    _hooks.activate_base(None, False)  # type: ignore[union-attr]
+    return g
 
 
 def active_guard() -> Guard | None:

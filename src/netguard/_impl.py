@@ -75,6 +75,10 @@ class Impl:
     uninstall: Callable[[], None]
     is_installed: Callable[[], bool]
     activate: Callable[[Any, bool], None]
+    """``activate(policy, strict)``: the guard stack's level, until ``deactivate()``."""
+    deactivate: Callable[[], None]
+    activate_base: Callable[[Any, bool], None]
+    """``activate_base(policy, strict)``: what holds while the stack's level is unset."""
     active: Callable[[], Any]
 
     def __repr__(self) -> str:
@@ -138,6 +142,8 @@ def load(name: str) -> Impl:
         uninstall=module.uninstall,
         is_installed=module.is_installed,
         activate=module.activate,
+        deactivate=module.deactivate,
+        activate_base=module.activate_base,
         active=module.active,
     )
     _loaded[name] = impl

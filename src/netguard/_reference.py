@@ -71,7 +71,9 @@ __all__ = [
     "DNS_LOCALHOST",
     "Policy",
     "activate",
+    "activate_base",
     "active",
+    "deactivate",
     "install",
     "is_installed",
     "uninstall",
@@ -684,8 +686,14 @@ class _State:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.installation: _Installation | None = None
+        # what the hooks judge by: the guard stack's level while set, else the base's
         self.policy: Policy | None = None
         self.strict = False
+        self.top: tuple[Policy | None, bool] | None = None
+        self.base: tuple[Policy | None, bool] = (None, False)
+
+    def update(self) -> None:
+        self.policy, self.strict = self.top if self.top is not None else self.base
 
 
 _state = _State()
@@ -1001,6 +1009,8 @@ def uninstall() -> None:
         if inst is None:
             return
         _state.installation = None
+        _state.top, _state.base = None, (None, False)
+        _state.update()
         _restore(inst)
 
 
@@ -1009,15 +1019,37 @@ def is_installed() -> bool:
     return _state.installation is not None
 
 
+def _level(policy: Policy | None, strict: bool) -> tuple[Policy | None, bool]:
+    if policy is not None and not isinstance(policy, Policy):
+        raise TypeError(f"policy must be a Policy or None, not {type(policy).__name__}")
+    return policy, bool(strict) and policy is not None
+
+
 def activate(policy: Policy | None, strict: bool) -> None:
-    """Make ``policy`` the active one (``None``: no checks at all).
+    """Make ``policy`` the active one (``None``: no checks at all): the guard stack's
+    level, which holds until :func:`deactivate`, whatever the base.
 
     ``strict`` is only recorded: the audit-hook backstop exists in the C core only.
     """
-    if policy is not None and not isinstance(policy, Policy):
-        raise TypeError(f"policy must be a Policy or None, not {type(policy).__name__}")
-    _state.strict = bool(strict)
-    _state.policy = policy
+    level = _level(policy, strict)
+    with _state.lock:
+        _state.top = level
+        _state.update()
+
+
+def deactivate() -> None:
+    """End the guard stack's level: the base's policy (:func:`activate_base`) holds."""
+    with _state.lock:
+        _state.top = None
+        _state.update()
+
+
+def activate_base(policy: Policy | None, strict: bool) -> None:
+    """Set the base level: the policy that holds while the stack's level is not set."""
+    level = _level(policy, strict)
+    with _state.lock:
+        _state.base = level
+        _state.update()
 
 
 def active() -> Policy | None:

@@ -18,7 +18,7 @@ import socket
 import time
 import types
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -90,6 +90,9 @@ class NetguardSession:
         # what runs now (test id, phase, size, policy), for the observer
         self._current: tuple[str, str, str, CompiledPolicyInfo] | None = None
         self._observed: list[dict[str, Any]] = []
+        # called once, at the first phase with events (the plugin registers its report
+        # hook then: a clean run pays nothing per report)
+        self.on_first_events: Callable[[], None] | None = None
         self.observing = bool(settings.report or settings.verbose)
         if self.observing:
             from netguard._observe import set_observer
@@ -129,45 +132,80 @@ class NetguardSession:
             return self.default, self.settings.default_size, str(exc)
         return info, markers.size, None
 
-    def enter(self, item: pytest.Item, phase: str) -> Guard:
-        """Guard one phase of ``item`` (setup, call, teardown) with its size's policy.
+    # ------------------------------------------------------------------ the phases
 
-        One guard serves every test: it is re-aimed when a new test starts (a test's
-        phases come one after another) and entered once per phase. The caller runs the
-        phase, then calls :meth:`leave`.
-        """
-        g = self._guard
+    # Each phase of a test (setup, call, teardown) runs under the test's guard, made the
+    # base guard (beneath any guard the test enters itself) by a tryfirst implementation
+    # of the phase's hook (after the setup part of every wrapper of the phase, before any
+    # implementation: fixtures, the test) and ended by a tryfirst
+    # pytest_runtest_makereport, which pytest calls as soon as the phase is over, before
+    # it builds the phase's report. The plugin registers this object for these four hooks.
+    # Plain implementations, no wrappers, and as few calls as they can be: they run six
+    # times per test. A clean phase costs a policy pointer swap each way.
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
         if item is not self._item:
-            info, size, self._problem = self._resolve(item)
-            g._aim(info.policy, test=item.nodeid, size=size)
-            if g.warned is not None:
-                g.warned = set()  # warn mode: once per test and destination
-            self._item, self._info = item, info
-        if self._problem is not None and phase == "setup":
+            self._switch(item)
+        if self._problem is not None:
             pytest.fail(f"netguard: {self._problem}", pytrace=False)
-        g.phase = phase
+        g = self._guard
+        g.phase = "setup"
         if self.observing:
-            self._current = (g.test, phase, g.size, self._info)  # type: ignore[assignment]
+            self._current = (g.test, "setup", g.size, self._info)  # type: ignore[assignment]
         enter_base(g)  # (replacing the base of a phase that never reached its report)
-        return g
 
-    def leave(self, item: pytest.Item, call: pytest.CallInfo[None]) -> None:
-        """End the phase :meth:`enter` began, before pytest reports it.
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> None:
+        if item is not self._item:
+            self._switch(item)
+        g = self._guard
+        g.phase = "call"
+        if self.observing:
+            self._current = (g.test, "call", g.size, self._info)  # type: ignore[assignment]
+        enter_base(g)
 
-        A clean phase costs a pointer swap and two checks; the violations and observed
-        events of one that was not are kept for its report (see :meth:`take_report`). In
-        strict mode a violation the phase swallowed becomes the phase's error, so its
-        report fails.
-        """
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_teardown(self, item: pytest.Item) -> None:
+        if item is not self._item:
+            self._switch(item)
+        g = self._guard
+        g.phase = "teardown"
+        if self.observing:
+            self._current = (g.test, "teardown", g.size, self._info)  # type: ignore[assignment]
+        enter_base(g)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> None:
+        """End the phase, before pytest reports it (returns None: pytest's own
+        implementation makes the report)."""
         __tracebackhide__ = True  # the report shows the violation, not this frame
         g = leave_base()
-        if g is None:
-            return  # the phase never began (a wrapper, or a marker problem, stopped it)
-        self._current = None
-        if not g.violations and not self._observed:
-            return
+        if self.observing:
+            self._current = None
+        if g is not None and (g.violations or self._observed):
+            self._end_phase(item, call, g)
+
+    def _switch(self, item: pytest.Item) -> None:
+        """Aim the guard at ``item``, whose phases start now: its policy and size, and the
+        marker problem that fails its setup. One guard serves every test."""
+        info, size, self._problem = self._resolve(item)
+        g = self._guard
+        g._aim(info.policy, test=item.nodeid, size=size)
+        if g.warned is not None:
+            g.warned = set()  # warn mode: once per test and destination
+        self._item, self._info = item, info
+
+    def _end_phase(self, item: pytest.Item, call: pytest.CallInfo[None], g: Guard) -> None:
+        """A phase with violations or observed events: keep them for its report (see
+        :meth:`take_report`); in strict mode a violation the phase swallowed becomes the
+        phase's error, so its report fails."""
+        __tracebackhide__ = True
         events = [event_dict(v) for v in g.violations]
         self._pending[(item.nodeid, g.phase or "")] = (events, self.take_observed())
+        if self.on_first_events is not None:
+            self.on_first_events()  # reports must carry events from now on
+            self.on_first_events = None
         for v in g.violations:
             # one JUnit XML property per violation (pytest's junitxml reads these)
             item.user_properties.append((f"netguard_{v.slug.lower()}", v.destination))

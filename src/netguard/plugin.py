@@ -31,6 +31,7 @@ __all__ = [
 _SETTINGS: pytest.StashKey[Settings] = pytest.StashKey()
 _ENFORCING = "netguard-enforcing"
 _REPORTS = "netguard-reports"
+_PHASES = "netguard-phases"
 _SESSION: pytest.StashKey[NetguardSession] = pytest.StashKey()
 
 _MARKERS = (
@@ -79,8 +80,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_SESSION] = session
     enforcing = _Enforcing(config, session)
     config.pluginmanager.register(enforcing, _ENFORCING)
+    config.pluginmanager.register(session, _PHASES)  # the hooks of each test's phases
     if _is_xdist_controller(config):
         enforcing.start_reports()
+    else:
+        session.on_first_events = enforcing.start_reports
 
 
 def _is_xdist_controller(config: pytest.Config) -> bool:
@@ -136,7 +140,7 @@ def _warn_about_pytest_socket(config: pytest.Config, mode: str) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     session = config.stash.get(_SESSION, None)
     if session is not None:
-        for name in (_REPORTS, _ENFORCING):
+        for name in (_REPORTS, _PHASES, _ENFORCING):
             plugin = config.pluginmanager.get_plugin(name)
             if plugin is not None:
                 config.pluginmanager.unregister(plugin)
@@ -201,32 +205,6 @@ class _Enforcing:
                     report.outcome = "failed"
                     report.longrepr = session.collection_failure(violations)
             return report
-
-    # Each phase of a test (setup, call, teardown) runs under the test's guard: entered
-    # by a tryfirst implementation of the phase's hook (after the setup part of every
-    # wrapper of the phase, before any implementation: fixtures, the test), and left by a
-    # tryfirst pytest_runtest_makereport, which pytest calls as soon as the phase is over,
-    # before it builds the phase's report. Plain implementations rather than wrappers:
-    # a clean phase costs two short calls and a policy pointer swap each way.
-
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_setup(self, item: pytest.Item) -> None:
-        self.session.enter(item, "setup")
-
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_call(self, item: pytest.Item) -> None:
-        self.session.enter(item, "call")
-
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_teardown(self, item: pytest.Item) -> None:
-        self.session.enter(item, "teardown")
-
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> None:
-        session = self.session
-        session.leave(item, call)  # returns None: pytest's own implementation reports
-        if session._pending and not self.reporting:
-            self.start_reports()  # the first phase with events: reports must carry them
 
     def start_reports(self) -> None:
         """Register the hook that puts each phase's events on its report (once)."""
