@@ -1055,7 +1055,7 @@ def test_marker_data_levels(pytester: pytest.Pytester) -> None:
 
 SIMPLE_CONFTEST = """
 import pytest
-from netguard.policy import MarkerError, marker_data, resolve_markers, simple_size
+from netguard.policy import MarkerCache, MarkerError, marker_data, resolve_markers, simple_size
 from netguard.rules import RuleError
 
 def pytest_configure(config):
@@ -1063,10 +1063,11 @@ def pytest_configure(config):
         config.addinivalue_line("markers", name + ": netguard")
 
 def pytest_collection_modifyitems(items):
-    cache = {}
+    cache = MarkerCache()
     for item in items:
         quick = simple_size(item, "small")
         assert simple_size(item, "small", cache) == quick  # the per-parent cache agrees
+        assert simple_size(item, "small", cache) == quick  # ... and its last-parent memo
         try:
             full = resolve_markers(marker_data(item), default="small", where=item.nodeid)
         except (MarkerError, RuleError):

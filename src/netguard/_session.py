@@ -39,6 +39,7 @@ from netguard.errors import NetworkViolationError, Violation, format_destination
 from netguard.policy import (
     SIZES,
     CompiledPolicyInfo,
+    MarkerCache,
     MarkerError,
     PolicySet,
     marker_data,
@@ -77,7 +78,7 @@ class NetguardSession:
         )
         self._item: pytest.Item | None = None
         # what the markers of each collector (module, class) and its parents say
-        self._marker_cache: dict[int, str | None] = {}
+        self._marker_cache = MarkerCache()
         self._info = self.default
         self._problem: str | None = None
         # (node id, phase) -> (violations, allowed events) of a phase, until its report
@@ -111,16 +112,10 @@ class NetguardSession:
     # ------------------------------------------------------------------ attribution
 
     def _resolve(self, item: pytest.Item) -> tuple[CompiledPolicyInfo, str, str | None]:
-        """The policy and size of ``item`` from its markers, and the marker problem that
-        fails its setup, if any (its phases then run under the default size).
-
-        The common case (no netguard marker but plain size markers) takes a quick scan of
-        the markers; anything else goes through :func:`netguard.policy.resolve_markers`,
-        which also explains every mistake.
-        """
-        size = simple_size(item, self.settings.default_size, self._marker_cache)
-        if size is not None:
-            return self._plain[size], size, None
+        """The policy and size of ``item`` from markers that are not simple (see
+        :meth:`_switch`), and the marker problem that fails its setup, if any (its phases
+        then run under the default size): the full path of
+        :func:`netguard.policy.resolve_markers`, which also explains every mistake."""
         try:
             markers = resolve_markers(
                 marker_data(item), default=self.settings.default_size, where=item.nodeid
@@ -189,7 +184,12 @@ class NetguardSession:
     def _switch(self, item: pytest.Item) -> None:
         """Aim the guard at ``item``, whose phases start now: its policy and size, and the
         marker problem that fails its setup. One guard serves every test."""
-        info, size, self._problem = self._resolve(item)
+        # the common case, no netguard marker but plain size markers: a quick scan
+        size = simple_size(item, self.settings.default_size, self._marker_cache)
+        if size is not None:
+            info, self._problem = self._plain[size], None
+        else:
+            info, size, self._problem = self._resolve(item)
         g = self._guard
         g._aim(info.policy, test=item.nodeid, size=size)
         if g.warned is not None:

@@ -62,6 +62,7 @@ __all__ = [
     "resolve_markers",
     "rules_from_marker",
     "rules_from_markers",
+    "MarkerCache",
     "simple_size",
     "size_from_markers",
 ]
@@ -620,7 +621,21 @@ def _scan(marks: Iterable[Any]) -> str | None:
     return size
 
 
-def simple_size(item: Any, default: str, cache: dict[int, str | None] | None = None) -> str | None:
+class MarkerCache:
+    """What the markers of each collector (module, class) and its parents say, for
+    :func:`simple_size`, kept for a session: by node identity, plus the last parent asked
+    about (consecutive tests share their parent, and an identity check is the cheapest
+    lookup there is)."""
+
+    __slots__ = ("by_node", "last_node", "last")
+
+    def __init__(self) -> None:
+        self.by_node: dict[int, str | None] = {}
+        self.last_node: object = _UNKNOWN
+        self.last: str | None = None
+
+
+def simple_size(item: Any, default: str, cache: MarkerCache | None = None) -> str | None:
     """The size of a pytest item whose markers are simple; ``None`` when they are not.
 
     Simple: netguard's only markers on the item and its parents are size markers without
@@ -628,13 +643,20 @@ def simple_size(item: Any, default: str, cache: dict[int, str | None] | None = N
     :func:`resolve_markers` gives (with no extra rules and no ``allow_network``), found
     without building :func:`marker_data`; for anything else (a ``netguard`` or
     ``allow_network`` marker, arguments, two sizes on one node) ``None`` says to take the
-    full path, which also explains every mistake. ``cache`` (a dict kept for a session)
-    remembers what each parent node's chain says, so each test scans only its own markers.
+    full path, which also explains every mistake. ``cache`` remembers what each parent
+    node's chain says, so each test scans only its own markers.
     """
     own = _scan(item.own_markers)
     if own == _COMPLEX:
         return None
-    outer = _outer(getattr(item, "parent", None), cache)
+    parent = getattr(item, "parent", None)
+    if cache is None:
+        outer = _outer(parent, None)
+    elif parent is cache.last_node:
+        outer = cache.last
+    else:
+        outer = _outer(parent, cache.by_node)
+        cache.last_node, cache.last = parent, outer
     if outer == _COMPLEX:
         return None
     return own or outer or default
