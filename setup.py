@@ -42,6 +42,45 @@ else:
         compile_args += san
         link_args += san
 
+# Native mode's preload library (Linux only, docs/native.md): plain C without a Python
+# symbol, built as an extension so that it ships inside the package; loaded with
+# LD_PRELOAD into child processes, never imported. Everything is hidden but the libc
+# functions it interposes. Never sanitizer-instrumented: it is preloaded into programs
+# that do not load the sanitizer runtime.
+preload_extensions: list[Extension] = []
+if sys.platform.startswith("linux"):
+    preload_args = ["-std=c11", "-Wall", "-Wextra", "-fvisibility=hidden"]
+    if _flag("NETGUARD_WERROR"):
+        preload_args.append("-Werror")
+    if _flag("NETGUARD_DEBUG"):
+        preload_args += ["-O0", "-g3", "-UNDEBUG"]
+    preload_extensions.append(
+        Extension(
+            "netguard._preload",
+            sources=["src/ng_preload.c", "src/ng_native.c", "src/ng_policy.c"],
+            depends=["src/ng_native.h", "src/ng_policy.h"],
+            extra_compile_args=preload_args,
+            libraries=["dl"],  # dlsym/dladdr live in libdl before glibc 2.34
+        )
+    )
+
+# Native mode in the test process (Linux only, docs/internals.md "The GOT mechanism"):
+# netguard._native patches the GOT entries of loaded objects. Built with the core's flags
+# (sanitizer builds included: it lives in the same process).
+native_extensions: list[Extension] = []
+if sys.platform.startswith("linux"):
+    native_extensions.append(
+        Extension(
+            "netguard._native",
+            sources=["src/_native.c", "src/ng_got.c"],
+            depends=["src/ng_got.h"],
+            define_macros=macros,
+            extra_compile_args=compile_args,
+            extra_link_args=link_args,
+            libraries=["dl", "pthread"],  # in libc since glibc 2.34, separate before
+        )
+    )
+
 setup(
     ext_modules=[
         Extension(
@@ -52,6 +91,8 @@ setup(
             extra_compile_args=compile_args,
             extra_link_args=link_args,
             libraries=libraries,
-        )
+        ),
+        *preload_extensions,
+        *native_extensions,
     ],
 )
