@@ -1810,17 +1810,31 @@ PyDoc_STRVAR(ng_activate_doc,
 "backstop judges calls that bypass the hooks; it is added on first use and, as audit\n"
 "hooks cannot be removed, stays inert while no strict policy is active.");
 
+/* activate() and activate_base(): check the arguments, then set the stack's level (top)
+   or the base's. */
 static PyObject *
-ng_activate(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+activate_level(PyObject *module, const char *fn, bool top, PyObject *const *args,
+               Py_ssize_t nargs)
 {
     ng_state *st = PyModule_GetState(module);
     int strict;
-    if (activation_args(st, "activate", args, nargs, &strict) < 0) {
+    if (activation_args(st, fn, args, nargs, &strict) < 0) {
         return NULL;
     }
-    st->top_set = true;
-    set_level(st, &st->top, &st->top_strict, args[0], strict);
+    if (top) {
+        st->top_set = true;
+        set_level(st, &st->top, &st->top_strict, args[0], strict);
+    }
+    else {
+        set_level(st, &st->base, &st->base_strict, args[0], strict);
+    }
     Py_RETURN_NONE;
+}
+
+static PyObject *
+ng_activate(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    return activate_level(module, "activate", true, args, nargs);
 }
 
 PyDoc_STRVAR(ng_deactivate_doc,
@@ -1844,13 +1858,7 @@ PyDoc_STRVAR(ng_activate_base_doc,
 static PyObject *
 ng_activate_base(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    ng_state *st = PyModule_GetState(module);
-    int strict;
-    if (activation_args(st, "activate_base", args, nargs, &strict) < 0) {
-        return NULL;
-    }
-    set_level(st, &st->base, &st->base_strict, args[0], strict);
-    Py_RETURN_NONE;
+    return activate_level(module, "activate_base", false, args, nargs);
 }
 
 PyDoc_STRVAR(ng_active_doc,

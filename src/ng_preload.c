@@ -642,62 +642,44 @@ fill_args(const char **argv, size_t n, const char *arg, va_list ap)
     argv[n] = NULL;
 }
 
+/* The body of execl, execlp and execle: `arg` and the arguments after it, up to their NULL,
+   collected into `argv` on the stack; `envp` read from what follows the NULL (`tail`:
+   execle's environment, or `environ`); then `call` runs with both. */
+#define EXEC_FROM_VARARGS(arg, tail, call)                                                   \
+    do {                                                                                     \
+        va_list ap;                                                                          \
+        ensure_init();                                                                       \
+        va_start(ap, arg);                                                                   \
+        size_t n = count_args(arg, ap);                                                      \
+        va_end(ap);                                                                          \
+        if (n > NG_ARGV_MAX) {                                                               \
+            errno = E2BIG;                                                                   \
+            return -1;                                                                       \
+        }                                                                                    \
+        const char *argv[n + 1];                                                             \
+        va_start(ap, arg);                                                                   \
+        fill_args(argv, n, arg, ap);                                                         \
+        char *const *envp = (tail);                                                          \
+        va_end(ap);                                                                          \
+        return (call);                                                                       \
+    } while (0)
+
 NG_EXPORT int
 execl(const char *path, const char *arg, ...)
 {
-    va_list ap;
-    ensure_init();
-    va_start(ap, arg);
-    size_t n = count_args(arg, ap);
-    va_end(ap);
-    if (n > NG_ARGV_MAX) {
-        errno = E2BIG;
-        return -1;
-    }
-    const char *argv[n + 1];
-    va_start(ap, arg);
-    fill_args(argv, n, arg, ap);
-    va_end(ap);
-    return exec_env(path, (char *const *)argv, environ);
+    EXEC_FROM_VARARGS(arg, environ, exec_env(path, (char *const *)argv, envp));
 }
 
 NG_EXPORT int
 execlp(const char *file, const char *arg, ...)
 {
-    va_list ap;
-    ensure_init();
-    va_start(ap, arg);
-    size_t n = count_args(arg, ap);
-    va_end(ap);
-    if (n > NG_ARGV_MAX) {
-        errno = E2BIG;
-        return -1;
-    }
-    const char *argv[n + 1];
-    va_start(ap, arg);
-    fill_args(argv, n, arg, ap);
-    va_end(ap);
-    return execp_env(file, (char *const *)argv, environ);
+    EXEC_FROM_VARARGS(arg, environ, execp_env(file, (char *const *)argv, envp));
 }
 
 NG_EXPORT int
 execle(const char *path, const char *arg, ...)
 {
-    va_list ap;
-    ensure_init();
-    va_start(ap, arg);
-    size_t n = count_args(arg, ap);
-    va_end(ap);
-    if (n > NG_ARGV_MAX) {
-        errno = E2BIG;
-        return -1;
-    }
-    const char *argv[n + 1];
-    va_start(ap, arg);
-    fill_args(argv, n, arg, ap);
-    char *const *envp = va_arg(ap, char *const *);
-    va_end(ap);
-    return exec_env(path, (char *const *)argv, envp);
+    EXEC_FROM_VARARGS(arg, va_arg(ap, char *const *), exec_env(path, (char *const *)argv, envp));
 }
 
 NG_EXPORT int
