@@ -317,6 +317,9 @@ def render() -> str:
     add("netguard_verbose = true")
     add("```")
     add("")
+    # Run by tests/test_docs.py (the convention is in its docstring): each command's header
+    # counts the two rules.
+    add('<!-- doctest: shell with=passing match="netguard: mode *, 2 allow rule(s)*" -->')
     add("```sh")
     add(f"{mode.env}=warn {allow.env}='10.0.0.0/8:5432, db.internal.example' pytest")
     add(f"pytest {mode.flag}=strict {allow.flag}=127.0.0.1:8080 {allow.flag}='unix:/run/*.sock'")
@@ -329,7 +332,7 @@ def render() -> str:
         "that names its source and what was expected:"
     )
     add("")
-    add("```")
+    add("```text")
     out.extend(_error_examples())
     add("```")
     add("")

@@ -6,7 +6,14 @@ test instead of skipping it.
 
 The loopback fixtures give real sockets on 127.0.0.1 (and ::1). Tests send packets only to
 loopback; outside destinations appear only where they are denied (strict mode raises before
-anything is sent) or inside ``netns.run_isolated`` (a private network namespace).
+anything is sent) or inside ``netns.run_isolated`` / ``pluginrun.run_in_netns`` (a private
+network namespace).
+
+The backstop (tests/backstop.py): when the session is not inside a private network
+namespace (plain ``pytest``, another OS, cibuildwheel), a call to a non-loopback
+destination that gets past netguard is stopped before the system call, here, in xdist
+workers and in the Python processes the tests start; such a call fails the test's phase
+even when the test swallowed the exception.
 """
 
 from __future__ import annotations
@@ -18,9 +25,52 @@ from collections.abc import Iterator
 
 import pytest
 
+import backstop
 from netguard import _guard, _impl
 
 IMPLS = ("c", "python")
+
+
+# --------------------------------------------------------------------------- backstop
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if backstop.session_isolated():
+        return
+    backstop.install()
+    # Python children (pytester runs, xdist workers, helper scripts) install it too; the
+    # workers are started after this hook, so they inherit it.
+    backstop.child_environment(os.environ)
+
+
+def _backstop_phase() -> Iterator[None]:
+    try:
+        result = yield
+    except BaseException:
+        backstop.take_blocked()  # the phase failed already; the exception says why
+        raise
+    stopped = backstop.take_blocked()
+    if stopped:  # the test swallowed OutboundCallBlocked
+        pytest.fail("\n".join(stopped), pytrace=False)
+    return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    return (yield from _backstop_phase())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    return (yield from _backstop_phase())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    return (yield from _backstop_phase())
+
+
+# --------------------------------------------------------------------------- impl
 
 
 def _socket_state() -> dict[str, object]:

@@ -17,8 +17,18 @@ Import it explicitly (pytest's default import mode puts ``tests/`` on ``sys.path
         assert result.returncode == 0, result.stderr
 
 The namespace comes from ``unshare -rn`` (an unprivileged user namespace owning a new
-network namespace). When that is not possible the helper raises ``RuntimeError`` saying
-how to enable it; it never skips, because a skipped isolation test proves nothing.
+network namespace). On Linux, when that is not possible, the helpers raise ``RuntimeError``
+saying how to enable it; they never skip there, because a skipped isolation test proves
+nothing. On other systems (macOS, Windows), which have no network namespaces, they skip
+the calling test with that reason (:func:`require_netns`).
+
+:func:`isolated_argv` wraps any command the same way, for runners that start the process
+themselves (``pluginrun.run_in_netns`` runs pytester's pytest subprocess with it).
+
+A process inside such a namespace reaches the kernel with outside destinations, and that
+is the point; tests/backstop.py, which stops such calls in processes that are *not*
+isolated, leaves these alone (the helpers drop ``NETGUARD_TESTS_ASSUME_SHARED_NETNS`` for
+their children unless the caller sets it).
 
 ``python tests/netns.py --lo-up`` brings the loopback interface up with an ioctl, for
 machines without iproute2's ``ip`` (scripts/lib.sh uses it that way).
@@ -33,9 +43,18 @@ import socket
 import struct
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
-__all__ = ["bring_up_loopback", "in_isolated_netns", "run_isolated"]
+from backstop import ASSUME_SHARED_VAR, in_isolated_netns
+from backstop import interfaces as _interfaces  # noqa: F401  (tests read it)
+
+__all__ = [
+    "bring_up_loopback",
+    "in_isolated_netns",
+    "isolated_argv",
+    "require_netns",
+    "run_isolated",
+]
 
 HOW_TO_ENABLE = """\
 netguard's tests run code in a private network namespace (`unshare -rn`), which needs
@@ -55,9 +74,21 @@ _LO_FAILED_MARKER = "netns: could not bring up loopback"
 _unshare_works = False
 
 
+def require_netns() -> None:
+    """Skip the calling test where the system has no network namespaces (not Linux)."""
+    if not sys.platform.startswith("linux"):
+        import pytest
+
+        pytest.skip(
+            f"needs a private network namespace (Linux `unshare -rn`); {sys.platform} has "
+            "none, and this test's calls must not reach a real network"
+        )
+
+
 def _unshare() -> str:
     """Path of a working ``unshare``, or RuntimeError saying how to get one."""
     global _unshare_works
+    require_netns()
     path = shutil.which("unshare")
     if path is None:
         raise RuntimeError(f"`unshare` was not found on PATH.\n{HOW_TO_ENABLE}")
@@ -85,6 +116,40 @@ def _lo_up_command() -> list[str]:
     return [sys.executable, os.path.abspath(__file__), "--lo-up"]
 
 
+def isolated_argv(
+    argv: Sequence[str], *, env: Mapping[str, str | None] | None = None
+) -> list[str]:
+    """``argv`` wrapped to run in a fresh network namespace with loopback up.
+
+    ``env`` holds variables to set (or, with the value ``None``, to remove) inside the
+    namespace, on top of ``NETGUARD_TEST_NETNS=1`` and the removal of
+    ``NETGUARD_TESTS_ASSUME_SHARED_NETNS`` (the child *is* isolated). When loopback cannot
+    be brought up the command exits with status 125 and says so on stderr (see
+    :func:`check_lo_failure`). Skips the test where there are no namespaces, raises
+    ``RuntimeError`` where ``unshare -rn`` is refused.
+    """
+    unshare = _unshare()
+    settings: dict[str, str | None] = {ASSUME_SHARED_VAR: None, "NETGUARD_TEST_NETNS": "1"}
+    settings.update(env or {})
+    exports = "".join(
+        f"unset {name}\n" if value is None else f"export {name}={shlex.quote(value)}\n"
+        for name, value in settings.items()
+    )
+    script = (
+        f"{shlex.join(_lo_up_command())} || "
+        f"{{ echo {shlex.quote(_LO_FAILED_MARKER)} >&2; exit {_LO_FAILED_STATUS}; }}\n"
+        f"{exports}"
+        'exec "$@"'
+    )
+    return [unshare, "-rn", "--", "/bin/sh", "-c", script, "netns", *argv]
+
+
+def check_lo_failure(returncode: int, stderr: str) -> None:
+    """RuntimeError when an :func:`isolated_argv` command failed to bring loopback up."""
+    if returncode == _LO_FAILED_STATUS and _LO_FAILED_MARKER in stderr:
+        raise RuntimeError(f"the namespace's loopback could not be brought up:\n{stderr}")
+
+
 def run_isolated(
     code: str,
     *,
@@ -97,49 +162,18 @@ def run_isolated(
     current environment. Returns the finished process with ``stdout`` and ``stderr`` as
     text; a non-zero exit status of the code is returned, not raised. Raises
     ``RuntimeError`` when no namespace can be made or its loopback cannot be brought up,
-    and ``subprocess.TimeoutExpired`` after ``timeout`` seconds.
+    and ``subprocess.TimeoutExpired`` after ``timeout`` seconds; skips the test on
+    systems without network namespaces.
     """
-    unshare = _unshare()
-    child_env = dict(os.environ)
-    for name, value in (env or {}).items():
-        if value is None:
-            child_env.pop(name, None)
-        else:
-            child_env[name] = value
-    child_env["NETGUARD_TEST_NETNS"] = "1"
-    script = (
-        f"{shlex.join(_lo_up_command())} || "
-        f"{{ echo {shlex.quote(_LO_FAILED_MARKER)} >&2; exit {_LO_FAILED_STATUS}; }}\n"
-        'exec "$@"'
-    )
     result = subprocess.run(
-        [unshare, "-rn", "--", "/bin/sh", "-c", script, "netns", sys.executable, "-c", code],
-        env=child_env,
+        isolated_argv([sys.executable, "-c", code], env=env),
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
     )
-    if result.returncode == _LO_FAILED_STATUS and _LO_FAILED_MARKER in result.stderr:
-        raise RuntimeError(f"the namespace's loopback could not be brought up:\n{result.stderr}")
+    check_lo_failure(result.returncode, result.stderr)
     return result
-
-
-def _interfaces() -> set[str]:
-    # /proc/self/net shows the network namespace of this process. /sys/class/net does not:
-    # sysfs shows the namespace of whoever mounted it, so after `unshare -n` without a new
-    # mount it still lists the host's interfaces.
-    try:
-        with open("/proc/self/net/dev", encoding="ascii") as f:
-            lines = f.read().splitlines()[2:]  # two header lines
-    except OSError:
-        return {name for _, name in socket.if_nameindex()}
-    return {line.split(":", 1)[0].strip() for line in lines if ":" in line}
-
-
-def in_isolated_netns() -> bool:
-    """True when this process's network namespace has no interface but loopback."""
-    return _interfaces() == {"lo"}
 
 
 def bring_up_loopback() -> None:

@@ -2,8 +2,8 @@
 
 Each inner run loads netguard through its ``pytest11`` entry point, as a user's would.
 Destinations other than loopback appear only where they are blocked (nothing is sent), or
-as UDP ``connect`` calls, which send no packet; the suite runs inside a private network
-namespace besides (scripts/test).
+as UDP ``connect`` calls in a run that lets them through: those runs use ``run_in_netns``,
+a private network namespace of their own, where the call fails in the kernel.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from pluginrun import UDP, run
+from pluginrun import UDP, run, run_in_netns
 
 pytestmark = pytest.mark.usefixtures("clean_netguard_env")
 
@@ -71,7 +71,7 @@ def test_strict_mode_by_size(pytester: pytest.Pytester) -> None:
                 udp_connect("127.0.0.1")
         """,
     )
-    result = run(pytester, "--netguard-mode=strict", "-rf")
+    result = run_in_netns(pytester, "--netguard-mode=strict", "-rf")  # large ones go out
     result.assert_outcomes(passed=7, failed=4)
     failed = {line.split(" ")[1] for line in result.outlines if line.startswith("FAILED ")}
     assert failed == {
@@ -372,7 +372,7 @@ def test_config_rules_extend_medium_not_small(pytester: pytest.Pytester) -> None
             udp_connect("192.0.2.1", 9)
         """,
     )
-    result = run(pytester, "--netguard-mode=strict", "--netguard-allow=192.0.2.0/24:9")
+    result = run_in_netns(pytester, "--netguard-mode=strict", "--netguard-allow=192.0.2.0/24:9")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*1 allow rule(s)*"])
 
@@ -400,7 +400,7 @@ def test_allowlist_file(pytester: pytest.Pytester) -> None:
             udp_connect("192.0.2.1", 9)
         """,
     )
-    result = run(pytester, "--netguard-mode=strict", "--netguard-allowlist=allow.toml")
+    result = run_in_netns(pytester, "--netguard-mode=strict", "--netguard-allowlist=allow.toml")
     result.assert_outcomes(passed=1)
 
 

@@ -3,7 +3,8 @@
 Configuration from every source and the precedence between them; bad values from every
 source, each a usage error naming where it came from; each mode with each size; each
 entry point of the core blocked in a small test. Only loopback and documentation
-addresses appear, and nothing but UDP connects (which send no packet) reach outside.
+addresses appear, and nothing but UDP connects (which send no packet) reach outside, in
+runs made with ``run_in_netns`` (a private network namespace of their own).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 
 import pytest
 
-from pluginrun import UDP, run
+from pluginrun import UDP, run, run_in_netns
 
 pytestmark = pytest.mark.usefixtures("clean_netguard_env")
 
@@ -94,7 +95,7 @@ def test_allow_from_each_source(
             "--netguard-mode=strict",
             *configure(pytester, monkeypatch, source, "allow", "192.0.2.0/24:53"),
         ]
-    result = run(pytester, *args)
+    result = run_in_netns(pytester, *args)
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*1 allow rule(s)*"])
 
@@ -127,7 +128,7 @@ def test_allowlist_report_verbose_from_each_source(
         pytester.makeini(
             "[pytest]\n" + "".join(f"netguard_{k} = {v}\n" for k, v in values.items())
         )
-    result = run(pytester, *args)
+    result = run_in_netns(pytester, *args)
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(
         ["every network event:", "*192.0.2.1:53*ALLOWED*192.0.2.0/24:53 (dns)"]
@@ -265,7 +266,8 @@ def test_each_mode_with_each_size(pytester: pytest.Pytester, mode: str, size: st
             udp_connect("192.0.2.1")
         """,
     )
-    result = run(pytester, f"--netguard-mode={mode}", "-W", "default")
+    # 192.0.2.1 goes through unless strict mode blocks it
+    result = run_in_netns(pytester, f"--netguard-mode={mode}", "-W", "default")
     expected = OUTCOME[(mode, size)]
     result.assert_outcomes(**{expected: 1}, warnings=WARNINGS.get((mode, size), 0))
 
