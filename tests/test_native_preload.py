@@ -102,6 +102,27 @@ def env_for(
     }
 
 
+_SANITIZER_RUNTIMES = ("libasan", "libubsan", "liblsan", "libtsan", "libclang_rt")
+
+
+@pytest.fixture
+def uninstrumented(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For children that are no sanitizer build (curl; valgrind, which refuses one): the
+    sanitizer build of the suite (``NETGUARD_SANITIZE=1 scripts/test``) preloads the ASan
+    runtime into every process, and curl inherits it and hangs. The children's
+    LD_PRELOAD is built from this process's, so the runtime is left out here."""
+    preload = os.environ.get("LD_PRELOAD", "")
+    kept = [
+        p
+        for p in preload.split(":")
+        if p and not os.path.basename(p).startswith(_SANITIZER_RUNTIMES)
+    ]
+    if kept:
+        monkeypatch.setenv("LD_PRELOAD", ":".join(kept))
+    else:
+        monkeypatch.delenv("LD_PRELOAD", raising=False)
+
+
 def run(
     argv: Sequence[str], env: dict[str, str], timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
@@ -473,7 +494,7 @@ def curl() -> str:
     return path
 
 
-def test_curl(session, test_id, curl, http_server, no_proxy_env):
+def test_curl(session, test_id, curl, http_server, no_proxy_env, uninstrumented):
     url = f"http://127.0.0.1:{http_server}/"
     argv = [curl, "-sS", "--noproxy", "*", "-m", "20", url]
     small = run(argv, env_for(session, "small", "strict", test_id))
@@ -496,7 +517,7 @@ def test_curl(session, test_id, curl, http_server, no_proxy_env):
     assert only(session.drain()).verdict == "warned"
 
 
-def test_curl_name_lookup_blocked(session, test_id, curl, no_proxy_env):
+def test_curl_name_lookup_blocked(session, test_id, curl, no_proxy_env, uninstrumented):
     argv = [curl, "-sS", "--noproxy", "*", "-m", "20", "http://db.example.invalid/"]
     env = session.child_env(POLICIES.for_test("small"), test_id, "small", "strict")
     proc = run_isolated_argv(argv, env)
@@ -751,7 +772,9 @@ def test_sendmmsg_sends_the_messages_before_a_denied_one(session, test_id, probe
     ]
 
 
-def test_valgrind_finds_no_errors_or_leaks_in_the_shim(session, test_id, probe, tmp_path):
+def test_valgrind_finds_no_errors_or_leaks_in_the_shim(
+    session, test_id, probe, tmp_path, uninstrumented
+):
     """Allowed and denied calls of every kind under memcheck: no error, nothing
     definitely lost. In a private namespace: the denied ones name outside addresses."""
     valgrind = shutil.which("valgrind")
