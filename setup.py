@@ -72,8 +72,8 @@ if sys.platform.startswith("linux"):
     native_extensions.append(
         Extension(
             "netguard._native",
-            sources=["src/_native.c", "src/ng_got.c"],
-            depends=["src/ng_got.h"],
+            sources=["src/_native.c", "src/ng_got.c", "src/ng_native.c", "src/ng_policy.c"],
+            depends=["src/ng_got.h", "src/ng_native.h", "src/ng_policy.h"],
             define_macros=macros,
             extra_compile_args=compile_args,
             extra_link_args=link_args,

@@ -1,4 +1,5 @@
-"""Native mode benchmarks: what the preload library costs a child process.
+"""Native mode benchmarks: what the preload library costs a child process, and what
+native mode costs in the test process.
 
     python benchmarks/native.py                 full run
     python benchmarks/native.py --quick         short run
@@ -13,6 +14,16 @@ Rows:
 3. the cost of a session's policy files: a NativeSession made and the blobs of the
    plain sizes (small, medium, large) written                           target <= 5 ms
 4. the same with 1,000 config rules (for information)
+5. in the test process, allowed UDP connect() from C (a small shared library built here,
+   loaded after the install): netguard strict + native mode (medium) vs netguard strict
+   without it                                                          target <= 1.05
+6. in the test process, allowed UDP connect() from Python: netguard strict + native mode
+   vs netguard strict without it (native mode leaves _socket's calls to the Python-level
+   hooks: the price of telling them apart)                             target <= 1.05
+7. the same, netguard strict + native mode vs no netguard at all (for information: the
+   Python-level hooks' own cost is in it)
+8. native mode's start-up in a session: the session's directory and the install (a scan
+   of every loaded object, with psycopg2 and grpcio loaded when installed) target <= 5 ms
 
 Connect rows run in worker processes driven in lockstep by this one: each round, every
 worker times one batch, in a shuffled order, while the others wait on their pipe, and
@@ -102,6 +113,106 @@ for line in sys.stdin:
     sys.stdout.write(json.dumps(statistics.median(slices)) + "\\n")
     sys.stdout.flush()
 """.replace("SLICE", str(SLICE))
+
+# In the test process: argv[1] is "py" or "c" (then argv[3] is the shared library),
+# argv[2] "plain" (no netguard), "netguard" (strict, medium, no native mode) or "native"
+# (the same, and native mode installed and active with the medium policy).
+INPROCESS_WORKER = """
+import ctypes, gc, json, socket, statistics, sys, time
+perf_ns = time.perf_counter_ns
+kind, setup = sys.argv[1], sys.argv[2]
+if setup != "plain":
+    import netguard
+    from netguard.policy import PolicySet
+    info = PolicySet().for_test("medium")
+    netguard.guard(info.policy, "strict", test="<benchmark>", size="medium").__enter__()
+if setup == "native":
+    from netguard import _native, native
+    files = native.NativeSession()
+    _native.install(str(native.shim_path()), str(files.events_path))
+    blob = native._blob_of(info.policy)
+    _native.activate(_native.register(blob, str(files.policy_file(blob))), True)
+server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+server.bind(("127.0.0.1", 0))
+addr = server.getsockname()
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+if kind == "c":
+    lib = ctypes.CDLL(sys.argv[3])  # after the install: patched through the hooked dlopen
+    if setup == "native" and not any(
+        sym == "connect" and "bench_inprocess" in obj for obj, sym, _, _ in _native.patched()
+    ):
+        sys.exit("the benchmark library's connect slot was not patched")
+    lib.bench_connect.restype = ctypes.c_longlong
+    sin = (b"\\x02\\x00" + addr[1].to_bytes(2, "big") + socket.inet_aton(addr[0]) + bytes(8))
+    fd = udp.fileno()
+    def timed():
+        t = lib.bench_connect(fd, sin, len(sin), SLICE)
+        if t < 0:
+            sys.exit("connect failed in the benchmark library")
+        return t
+else:
+    connect = udp.connect
+    def timed():
+        t0 = perf_ns()
+        for _ in range(SLICE):
+            connect(addr)
+        return perf_ns() - t0
+gc.disable()
+for line in sys.stdin:
+    n = int(line)
+    if n == 0:
+        break
+    slices = []
+    for i in range(-max(1, n // SLICE // 10), n // SLICE):
+        t = timed()
+        if i >= 0:
+            slices.append(t / SLICE)
+    sys.stdout.write(json.dumps(statistics.median(slices)) + "\\n")
+    sys.stdout.flush()
+if setup == "native":
+    assert not _native.drain(), "an allowed connect was recorded"
+    _native.uninstall()
+    files.close()
+""".replace("SLICE", str(SLICE))
+
+C_INPROCESS_LIB = r"""
+#define _GNU_SOURCE
+#include <sys/socket.h>
+#include <time.h>
+
+/* n connects of fd to sa: the nanoseconds they took, or -1 when one failed */
+long long bench_connect(int fd, const struct sockaddr *sa, int len, int n) {
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    for (int i = 0; i < n; i++) {
+        if (connect(fd, sa, (socklen_t)len) != 0) {
+            return -1;
+        }
+    }
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    return (b.tv_sec - a.tv_sec) * 1000000000LL + (b.tv_nsec - a.tv_nsec);
+}
+"""
+
+STARTUP_WORKER = """
+import json, statistics, sys, time
+import psycopg2, grpc  # objects a real suite has loaded: the install scans them all
+from netguard.config import Settings
+from netguard._session import NetguardSession
+from netguard._native_phases import NativePhases
+from netguard import _native
+session = NetguardSession(Settings(mode="strict", native=True))
+runs = []
+for _ in range(int(sys.argv[1])):
+    t0 = time.perf_counter_ns()
+    phases = NativePhases(session)
+    t1 = time.perf_counter_ns()
+    runs.append((t1 - t0) / 1e6)
+    objects = _native.stats()["objects"]
+    phases.close()
+session.close()
+print(json.dumps({"runs": runs, "objects": objects}))
+"""
 
 C_WORKER = r"""
 #define _GNU_SOURCE
@@ -194,10 +305,25 @@ def connect_row(
     target: float | None,
 ) -> dict[str, Any]:
     plain_env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    return lockstep_row(
+        row_id, what, (argv, plain_env), (argv, {**plain_env, **preload_env}), s, target
+    )
+
+
+def lockstep_row(
+    row_id: str,
+    what: str,
+    base: tuple[list[str], dict[str, str]],
+    other: tuple[list[str], dict[str, str]],
+    s: Settings,
+    target: float | None,
+) -> dict[str, Any]:
+    """The ratio other / base of workers timed in lockstep, with a control (a second
+    base worker) for the noise floor. Reported as plain_ns and preloaded_ns."""
     workers = {
-        "plain": Worker("plain", argv, plain_env),
-        "preloaded": Worker("preloaded", argv, {**plain_env, **preload_env}),
-        "control": Worker("control", argv, plain_env),
+        "plain": Worker("plain", *base),
+        "preloaded": Worker("preloaded", *other),
+        "control": Worker("control", *base),
     }
     times: dict[str, list[float]] = {k: [] for k in workers}
     ratios: list[float] = []
@@ -285,6 +411,51 @@ def build_c_worker(directory: str) -> str | None:
     return binary
 
 
+def build_c_library(directory: str) -> str | None:
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        return None
+    source = os.path.join(directory, "bench_inprocess.c")
+    library = os.path.join(directory, "bench_inprocess.so")
+    with open(source, "w", encoding="ascii") as f:
+        f.write(C_INPROCESS_LIB)
+    subprocess.run([cc, "-O2", "-std=c11", "-shared", "-fPIC", source, "-o", library], check=True)
+    return library
+
+
+def worker_env() -> dict[str, str]:
+    """The environment of workers that import netguard: the package this script imported
+    (the source tree's when it is not installed) comes first on their path."""
+    import netguard
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(netguard.__file__)))
+    path = os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path}
+
+
+def startup_row(row_id: str, what: str, s: Settings, target: float) -> dict[str, Any]:
+    """ms for native mode's start-up in a session (NativePhases), in a fresh interpreter
+    with psycopg2 and grpcio loaded."""
+    env = worker_env()
+    out = subprocess.run(
+        [sys.executable, "-c", STARTUP_WORKER, str(max(20, s.write_runs // 4))],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout
+    result = json.loads(out)
+    ms = summary(result["runs"])
+    return {
+        "id": row_id,
+        "what": what,
+        "ms": ms,
+        "objects": result["objects"],
+        "target": target,
+        "status": "PASS" if ms["median"] <= target else "MISS",
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a short run")
@@ -328,6 +499,44 @@ def main() -> int:
     ]
     rows.append(write_row("4", "the same, 1,000 config rules", native, many, s, None))
 
+    env = worker_env()
+    py = [sys.executable, "-c", INPROCESS_WORKER, "py"]
+    with tempfile.TemporaryDirectory(prefix="netguard-bench-") as tmp:
+        library = build_c_library(tmp)
+        if library is not None:
+            c = [sys.executable, "-c", INPROCESS_WORKER, "c"]
+            rows.append(
+                lockstep_row(
+                    "5",
+                    "in process, UDP connect from C: native / netguard",
+                    ([*c, "netguard", library], env),
+                    ([*c, "native", library], env),
+                    s,
+                    CONNECT_TARGET,
+                )
+            )
+    rows.append(
+        lockstep_row(
+            "6",
+            "in process, UDP connect from Python: native / netguard",
+            ([*py, "netguard"], env),
+            ([*py, "native"], env),
+            s,
+            CONNECT_TARGET,
+        )
+    )
+    rows.append(
+        lockstep_row(
+            "7",
+            "in process, UDP connect from Python: native / no netguard",
+            ([*py, "plain"], env),
+            ([*py, "native"], env),
+            s,
+            None,
+        )
+    )
+    rows.append(startup_row("8", "native mode's start-up in a session", s, WRITE_TARGET_MS))
+
     table = []
     for r in rows:
         if "ratio" in r:
@@ -344,7 +553,7 @@ def main() -> int:
             cells = [
                 r["id"],
                 r["what"],
-                f"{r['bytes']} bytes",
+                f"{r['bytes']} bytes" if "bytes" in r else f"{r['objects']} objects",
                 f"{ms['median']:.3f} ms [{ms['ci95_lo']:.3f}, {ms['ci95_hi']:.3f}]",
                 "",
             ]

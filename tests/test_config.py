@@ -102,12 +102,12 @@ def test_options_are_the_rows_of_issue_3() -> None:
         "allowlist",
         "report",
         "verbose",
+        "native",  # issue 4
         "database_safety",  # issue 6
         "database_safety_vars",
         "database_safety_hosts",
         "database_safety_prefix",
     ]
-    assert "native" not in {o.name for o in OPTIONS}  # issue 4, not yet
 
 
 @pytest.mark.parametrize("opt", OPTIONS, ids=lambda o: o.name)
@@ -140,8 +140,16 @@ def test_option_details() -> None:
         "none",
         "false",
     ]
+    assert option("native").kind == "bool"
+    assert option("native").ini_type == "string"  # parsed by netguard, naming the key
+    assert option("native").default is False
+    assert (option("native").flag, option("native").env, option("native").ini) == (
+        "--netguard-native",
+        "NETGUARD_NATIVE",
+        "netguard_native",
+    )
     with pytest.raises(KeyError):
-        option("native")
+        option("impl")
     with pytest.raises(dataclasses.FrozenInstanceError):
         option("mode").default = "strict"  # type: ignore[misc]
 
@@ -197,15 +205,15 @@ def test_settings_is_frozen_with_slots() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         s.mode = "strict"  # type: ignore[misc]
     with pytest.raises(KeyError):
-        s.source_of("native")
+        s.source_of("impl")
     assert hash(s) == hash(Settings())
 
 
 def test_resolve_rejects_unknown_option_names(dirs: tuple[Path, Path]) -> None:
     with pytest.raises(TypeError, match="unknown option names in cli: netguard_mode"):
         run(dirs, {"netguard_mode": "strict"})
-    with pytest.raises(TypeError, match="unknown option names in ini: native"):
-        run(dirs, ini={"native": True})
+    with pytest.raises(TypeError, match="unknown option names in ini: impl"):
+        run(dirs, ini={"impl": "c"})
 
 
 # --------------------------------------------------------------------------- each source
@@ -215,6 +223,7 @@ ROW_VALUES: dict[str, tuple[object, str, object, object]] = {
     "mode": ("strict", "strict", "strict", "strict"),
     "default_size": ("medium", "medium", "medium", "medium"),
     "verbose": (True, "yes", True, True),
+    "native": (True, "1", "yes", True),
     "database_safety": (True, "on", "true", True),
     "database_safety_vars": (
         ["PG_URL", "*_DSN"],
@@ -285,6 +294,29 @@ def test_booleans(dirs: tuple[Path, Path], source: str, word: str, value: bool) 
         settings = run(dirs, ini={"verbose": word})
     assert settings.verbose is value
     assert parse_bool(word) is value
+
+
+@pytest.mark.parametrize("source", ["cli", "env", "ini"])
+@pytest.mark.parametrize(("word", "value"), [("1", True), ("On", True), ("no", False)])
+def test_native_from_each_source(
+    dirs: tuple[Path, Path], source: str, word: str, value: bool
+) -> None:
+    if source == "cli":
+        # the flag is store_true: given means on, absent means the lower sources decide
+        settings = run(dirs, cli={"native": True}, env={"NETGUARD_NATIVE": "0"})
+        assert (settings.native, settings.native_source) == (
+            True,
+            "command line --netguard-native",
+        )
+        return
+    if source == "env":
+        settings = run(dirs, env={"NETGUARD_NATIVE": word}, ini={"native": "maybe-not-read"})
+        assert settings.native_source == "environment NETGUARD_NATIVE"
+    else:
+        settings = run(dirs, ini={"native": word})
+        assert settings.native_source == "ini netguard_native in pytest.ini"
+    assert settings.native is value
+    assert run(dirs).native is False
 
 
 @pytest.mark.parametrize(
@@ -468,6 +500,7 @@ PRECEDENCE: dict[str, tuple[object, str, object]] = {
     "allowlist": ("cli.toml", "env.toml", "ini.toml"),
     "report": ("cli.json", "env.json", "ini.json"),
     "verbose": (True, "false", True),
+    "native": (True, "off", "yes"),
 }
 SUBSETS = [
     frozenset(s)
@@ -573,7 +606,7 @@ def test_empty_ini_values_are_unset(dirs: tuple[Path, Path]) -> None:
 
 
 def test_other_environment_variables_are_ignored(dirs: tuple[Path, Path]) -> None:
-    env = {"NETGUARD_IMPL": "python", "NETGUARD_NATIVE": "1", "NETGUARD_MDOE": "strict"}
+    env = {"NETGUARD_IMPL": "python", "NETGUARD_NATIVES": "1", "NETGUARD_MDOE": "strict"}
     assert run(dirs, env=env) == Settings()
 
 
@@ -693,6 +726,28 @@ BAD: list[tuple[dict[str, object], dict[str, str], dict[str, object], str]] = [
         {},
         {},
         "--netguard-verbose='' from the command line: expected one of 1, 0, true, false, yes, "
+        "no, on, off (any case)",
+    ),
+    # native mode's switch
+    (
+        {},
+        {"NETGUARD_NATIVE": "native"},
+        {},
+        "NETGUARD_NATIVE='native' from the environment: expected one of 1, 0, true, false, "
+        "yes, no, on, off (any case)",
+    ),
+    (
+        {},
+        {},
+        {"native": "enabled"},
+        "netguard_native='enabled' from pytest.ini: expected one of 1, 0, true, false, yes, "
+        "no, on, off (any case)",
+    ),
+    (
+        {"native": ""},
+        {},
+        {},
+        "--netguard-native='' from the command line: expected one of 1, 0, true, false, yes, "
         "no, on, off (any case)",
     ),
     # rules and ports and CIDRs, from each source

@@ -3,6 +3,7 @@
 See docs/internals.md, "The GOT mechanism".
 """
 
+import os
 from collections.abc import Iterable
 from typing import TypedDict
 
@@ -16,7 +17,28 @@ class _Stats(TypedDict):
 
 SELFTEST_NAMES: tuple[str, ...]
 MAX_HOOKS: int
+NAMES: tuple[str, ...]
+RING_CAPACITY: int
 
+# (op, verdict, family, host, port, pid, tid, policy index)
+_Event = tuple[str, str, int, str, int | None, int, int, int]
+
+def register(
+    blob: bytes | bytearray | memoryview, path: str | os.PathLike[str] | None = None, /
+) -> int: ...
+def install(
+    preload: str | os.PathLike[str],
+    events: str | os.PathLike[str],
+    /,
+    *,
+    strict: bool = True,
+    record_allowed: bool = False,
+) -> None: ...
+def activate(
+    policy: int | bytes | bytearray | memoryview | None, strict: bool = True, /
+) -> None: ...
+def drain() -> list[_Event]: ...
+def dropped() -> int: ...
 def _selftest_install(names: Iterable[str], /) -> None: ...
 def _selftest_count(name: str, /) -> int: ...
 def uninstall() -> None: ...

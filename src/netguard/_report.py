@@ -24,7 +24,9 @@ SCHEMA = "netguard-report/1"
 
 
 def event_dict(v: Violation) -> dict[str, Any]:
-    """A violation as plain data (JSON and xdist safe)."""
+    """A violation as plain data (JSON and xdist safe). ``origin`` is ``"python"``,
+    ``"native"`` (C code in the test process) or ``"child"`` (a child process, with its
+    ``pid`` and ``program``): see :data:`netguard.errors.ORIGINS`."""
     return {
         "test": v.test,
         "phase": v.phase,
@@ -37,4 +39,7 @@ def event_dict(v: Violation) -> dict[str, Any]:
         "slug": v.slug,
         "thread": v.thread,
         "timestamp": v.timestamp,
+        "origin": v.origin,
+        "pid": v.pid,
+        "program": v.program,
     }

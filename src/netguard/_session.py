@@ -95,6 +95,9 @@ class NetguardSession:
         # hook then: a clean run pays nothing per report)
         self.on_first_events: Callable[[], None] | None = None
         self.observing = bool(settings.report or settings.verbose)
+        # native mode is on (netguard._native_phases holds its hooks): the header says
+        # so, and every event of the JSON report has its origin
+        self.native = False
         if self.observing:
             from netguard._observe import set_observer
 
@@ -258,8 +261,19 @@ class NetguardSession:
 
     # ------------------------------------------------------------------ observing
 
-    def _observe(self, op: str, family: int, host: str, port: int | None) -> None:
-        """An event that reached the socket layer: netguard allowed it (or warned)."""
+    def _observe(
+        self,
+        op: str,
+        family: int,
+        host: str,
+        port: int | None,
+        origin: str = "python",
+        pid: int | None = None,
+        program: str | None = None,
+    ) -> None:
+        """An event that reached the socket layer: netguard allowed it (or warned).
+        Native mode reports the allowed calls of C code and children here too, with
+        their ``origin`` (and a child's ``pid`` and ``program``)."""
         if family == 0 and _is_numeric(host):
             return  # a numeric "lookup" asks nothing of the network
         current = self._current
@@ -289,6 +303,9 @@ class NetguardSession:
                 "rule_name": None if rule is None else rule.name,
                 "rule_source": None if rule is None else rule.source,
                 "timestamp": time.time(),
+                "origin": origin,
+                "pid": pid,
+                "program": program,
             }
         )
 
@@ -307,6 +324,7 @@ class NetguardSession:
     def write_report(self, path: str) -> None:
         """The JSON report of ``--netguard-report``."""
         s = self.settings
+        native = self.native  # then every event says where it came from
         document = {
             "schema": SCHEMA,
             "mode": s.mode,
@@ -323,6 +341,7 @@ class NetguardSession:
                     "verdict": e["verdict"],
                     "rule": e.get("rule"),
                     "rule_name": e.get("rule_name"),
+                    **(_origin_fields(e) if native else {}),
                 }
                 for e in self.all_events()
             ],
@@ -342,7 +361,7 @@ class NetguardSession:
                 (
                     str(e["test"]),
                     FAMILIES.get(e["family"], str(e["family"])),
-                    e["destination"],
+                    e["destination"] + _origin_text(e),
                     e["verdict"].upper(),
                     rule,
                 )
@@ -361,7 +380,7 @@ class NetguardSession:
         return (
             f"netguard: mode {s.mode}, default size {s.default_size}, "
             f"{len(s.allow_rules)} allow rule(s){safety}, implementation {self.impl.name} "
-            f"({self.impl.path})"
+            f"({self.impl.path})" + ("; native mode on" if self.native else "")
         )
 
     def summary(self) -> list[str]:
@@ -376,7 +395,10 @@ class NetguardSession:
         for test, events in by_test.items():
             lines.append(f"  {test} ({events[0]['size']})")
             for e in events:
-                lines.append(f"    {e['phase']}: {e['op']} {e['destination']} [{e['slug']}]")
+                lines.append(
+                    f"    {e['phase']}: {e['op']} {e['destination']} [{e['slug']}]"
+                    + _origin_text(e)
+                )
         lines.append("by destination:")
         counts = Counter(e["destination"] for e in self.events)
         for destination, n in counts.most_common():
@@ -387,6 +409,24 @@ class NetguardSession:
     def collection_failure(violations: list[Violation]) -> str:
         """The text of a collection error for a module that swallowed a strict violation."""
         return str(violations[0].error(swallowed=len(violations)))
+
+
+def _origin_fields(e: dict[str, Any]) -> dict[str, Any]:
+    """The JSON report's ``origin`` of an event, and a child's ``pid`` and ``program``."""
+    origin = e.get("origin") or "python"
+    if origin == "child":
+        return {"origin": origin, "pid": e.get("pid"), "program": e.get("program")}
+    return {"origin": origin}
+
+
+def _origin_text(e: dict[str, Any]) -> str:
+    """How the summary and the table say where a native-mode event came from."""
+    origin = e.get("origin")
+    if origin == "child":
+        return f" (child process {e.get('pid')}: {e.get('program') or '?'})"
+    if origin == "native":
+        return " (C code in the test process)"
+    return ""
 
 
 def _is_numeric(host: str) -> bool:

@@ -246,6 +246,17 @@ OPTIONS: tuple[Option, ...] = (
         help="Show a table of every network event with the rule that allowed it.",
     ),
     Option(
+        name="native",
+        ini_type="string",
+        kind="bool",
+        default=False,
+        help=(
+            "Native mode (Linux only): the same policy for C libraries in the test "
+            "process and for child processes; needs mode strict or warn (with mode off "
+            "it does nothing)."
+        ),
+    ),
+    Option(
         name="database_safety",
         ini_type="string",
         kind="bool",
@@ -333,6 +344,8 @@ class Settings:
     allowlist_source: str = "default"
     report_source: str = "default"
     verbose_source: str = "default"
+    native: bool = False
+    native_source: str = "default"
     database_safety: bool = False
     database_safety_vars: tuple[str, ...] = DATABASE_SAFETY_VARS
     database_safety_hosts: tuple[str, ...] = DATABASE_SAFETY_HOSTS
@@ -516,6 +529,8 @@ def resolve(
         allowlist_source=sources["allowlist"],
         report_source=sources["report"],
         verbose_source=sources["verbose"],
+        native=bool(values["native"]),
+        native_source=sources["native"],
         database_safety=bool(values["database_safety"]),
         database_safety_vars=tuple(values["database_safety_vars"]),  # type: ignore[arg-type]
         database_safety_hosts=tuple(values["database_safety_hosts"]),  # type: ignore[arg-type]

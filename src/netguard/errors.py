@@ -13,6 +13,12 @@ Slugs:
 ``NG002``  a DNS lookup was blocked (getaddrinfo, gethostbyname(_ex),
            gethostbyaddr, getnameinfo, or a host name given to connect/sendto)
 =========  ===================================================================
+
+Native mode (``--netguard-native``) reports the calls of C code in the test process and
+of child processes with the same slugs; their ``origin`` says where the call came from:
+``"python"`` (netguard's Python-level hooks), ``"native"`` (C code in the test process,
+judged through its GOT) or ``"child"`` (a child process, judged by the preload library),
+with the child's ``pid`` and ``program``.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import pytest
 __all__ = [
     "DNS_OPS",
     "DOCS_PAGE",
+    "ORIGINS",
     "SLUG_DNS",
     "SLUG_SOCKET",
     "NetworkViolationError",
@@ -42,10 +49,23 @@ SLUG_SOCKET = "NG001"
 SLUG_DNS = "NG002"
 DOCS_PAGE = "docs/messages.md"
 
-#: Operations that are name lookups (the hooked DNS functions).
+#: Operations that are name lookups (the hooked DNS functions, and native mode's).
 DNS_OPS = frozenset(
-    {"getaddrinfo", "gethostbyname", "gethostbyname_ex", "gethostbyaddr", "getnameinfo"}
+    {
+        "getaddrinfo",
+        "gethostbyname",
+        "gethostbyname_ex",
+        "gethostbyaddr",
+        "getnameinfo",
+        "gethostbyname2",
+        "gethostbyname_r",
+        "gethostbyname2_r",
+    }
 )
+
+#: Where a call was judged: netguard's Python-level hooks, C code in the test process
+#: (native mode), a child process (native mode's preload library).
+ORIGINS = ("python", "native", "child")
 
 _AF_INET = socket.AF_INET
 _AF_INET6 = socket.AF_INET6
@@ -141,7 +161,10 @@ def _is_loopback(family: int, host: str | None) -> bool:
     if family == _AF_INET:
         return host.startswith("127.")
     if family == _AF_INET6:
-        return host.partition("%")[0] in ("::1", "0:0:0:0:0:0:0:1")
+        address = host.partition("%")[0].lower()
+        if address.startswith("::ffff:") and "." in address:  # v4-mapped: judged as IPv4
+            return address[7:].startswith("127.")
+        return address in ("::1", "0:0:0:0:0:0:0:1")
     if family == 0:
         name = host.lower().rstrip(".")
         return name == "localhost" or name.endswith(".localhost") or name.startswith("127.")
@@ -174,10 +197,17 @@ def _default_hint(
     test: str | None,
     size: str | None,
     phase: str | None = None,
+    origin: str = "python",
 ) -> str:
     """Ways to fix the violation, one per line, most local first."""
     rule = suggest_rule(op, family, host, port)
-    options = ["mock the call, or inject a fake client into the code under test"]
+    if origin == "child":
+        first = "do not start this program in this test: put a fake in its place (a stub on PATH)"
+    elif origin == "native":
+        first = "mock the library's client (its connect function), or inject a fake client"
+    else:
+        first = "mock the call, or inject a fake client into the code under test"
+    options = [first]
     if test is None:
         if rule is not None:
             options.append(f"add a rule that allows it: {rule}")
@@ -231,6 +261,7 @@ def _format_message(
     blocked: bool,
     escalated: bool = False,
     where: str | None = None,
+    origin: str = "python",
 ) -> str:
     verb = "of" if op in DNS_OPS else "to"
     if blocked:
@@ -255,8 +286,24 @@ def _format_message(
     lines.extend(f"        - {line}" for line in hint_lines[1:])
     if swallowed:
         counted = "1 violation" if swallowed == 1 else f"{swallowed} violations, this is the first"
-        lines.append(f"  note: the code under test swallowed this error ({counted})")
-    if escalated:
+        if origin == "child":
+            lines.append(
+                f"  note: a child process made this call and got EACCES; what it did with the "
+                f"error was its business, the test fails all the same ({counted})"
+            )
+        elif origin == "native":
+            lines.append(
+                f"  note: C code in the test process made this call and got EACCES; the "
+                f"library's own error (if any) does not say netguard ({counted})"
+            )
+        else:
+            lines.append(f"  note: the code under test swallowed this error ({counted})")
+    if escalated and origin != "python":
+        lines.append(
+            "  note: warn mode let the call through, but a warnings filter turned "
+            "NetworkViolationWarning into an error (-W error), so the test fails"
+        )
+    elif escalated:
         lines.append(
             "  note: warn mode, but a warnings filter turned NetworkViolationWarning into an "
             "error (-W error), so netguard blocked the call"
@@ -292,6 +339,9 @@ class _ViolationData:
     hint: str
     swallowed: int
     escalated: bool
+    origin: str
+    pid: int | None
+    program: str | None
     message: str
 
     def __init__(
@@ -308,6 +358,9 @@ class _ViolationData:
         hint: str | None = None,
         swallowed: int = 0,
         escalated: bool = False,
+        origin: str = "python",
+        pid: int | None = None,
+        program: str | None = None,
     ) -> None:
         self.op = op
         self.family = family
@@ -321,10 +374,13 @@ class _ViolationData:
         self.slug = slug_for(op, family)
         self.rule = suggest_rule(op, family, host, port)
         if hint is None:
-            hint = _default_hint(op, family, host, port, test, size, phase)
+            hint = _default_hint(op, family, host, port, test, size, phase, origin)
         self.hint = hint
         self.swallowed = swallowed
         self.escalated = escalated
+        self.origin = origin
+        self.pid = pid
+        self.program = program
         self.message = _format_message(
             op,
             family,
@@ -339,6 +395,7 @@ class _ViolationData:
             self._blocked,
             escalated,
             where,
+            origin,
         )
         self._init_base(self.message)
 
@@ -358,6 +415,9 @@ class _ViolationData:
             "hint": self.hint,
             "swallowed": self.swallowed,
             "escalated": self.escalated,
+            "origin": self.origin,
+            "pid": self.pid,
+            "program": self.program,
         }
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -396,7 +456,9 @@ class NetworkViolationError(_ViolationData, OSError):
     raised by a guard on exit because the code under test swallowed the original error:
     the number of violations recorded) and ``escalated`` (true in warn mode when a
     warnings filter such as ``-W error`` turned the warning into an error: the call was
-    then blocked as in strict mode).
+    then blocked as in strict mode). Native mode adds ``origin`` (``"python"``,
+    ``"native"`` for C code in the test process, ``"child"`` for a child process) and,
+    for a child, its ``pid`` and ``program`` (both ``None`` otherwise).
     """
 
     _blocked = True
@@ -435,7 +497,8 @@ class Violation:
     ``thread`` is the name of the thread that made the call, ``timestamp`` its
     ``time.time()``; ``test``, ``size`` and ``phase`` are the guard's context when the
     call was denied (``None`` outside the pytest plugin); ``where`` is the call site in
-    the user's code, as messages show it.
+    the user's code, as messages show it. ``origin`` is where the call was judged (see
+    :data:`ORIGINS`); a child's call has its ``pid`` and ``program``.
     """
 
     op: str
@@ -449,6 +512,9 @@ class Violation:
     size: str | None = None
     phase: str | None = None
     where: str | None = None
+    origin: str = "python"
+    pid: int | None = None
+    program: str | None = None
 
     @property
     def slug(self) -> str:
@@ -467,6 +533,9 @@ class Violation:
             where=self.where,
             swallowed=swallowed,
             escalated=escalated,
+            origin=self.origin,
+            pid=self.pid,
+            program=self.program,
         )
 
     def warning(self) -> NetworkViolationWarning:
@@ -480,4 +549,7 @@ class Violation:
             size=self.size,
             phase=self.phase,
             where=self.where,
+            origin=self.origin,
+            pid=self.pid,
+            program=self.program,
         )

@@ -10,6 +10,7 @@ and ``warn``, the C extension is not loaded and nothing is patched.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Generator
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,7 @@ import pytest
 from netguard._report import ALLOWED_ATTR, REPORT_ATTR, event_dict
 
 if TYPE_CHECKING:
+    from netguard._native_phases import NativePhases
     from netguard._session import NetguardSession
     from netguard.config import Settings
 
@@ -32,7 +34,9 @@ _SETTINGS: pytest.StashKey[Settings] = pytest.StashKey()
 _ENFORCING = "netguard-enforcing"
 _REPORTS = "netguard-reports"
 _PHASES = "netguard-phases"
+_NATIVE = "netguard-native"
 _SESSION: pytest.StashKey[NetguardSession] = pytest.StashKey()
+_NATIVE_PHASES: pytest.StashKey[NativePhases] = pytest.StashKey()
 
 _MARKERS = (
     "small: a small test: no network at all (netguard)",
@@ -73,18 +77,47 @@ def pytest_configure(config: pytest.Config) -> None:
         _check_databases(settings)
     if settings.mode == "off":
         return  # no per-test hook is even registered: off costs nothing per test
+    if settings.native and not sys.platform.startswith("linux"):
+        raise pytest.UsageError(
+            f"netguard: native mode ({settings.native_source}) needs Linux (LD_PRELOAD and "
+            f"the GOT of ELF objects); this is {sys.platform}. Leave it off here: the "
+            "Python-level hooks still hold"
+        )
     _warn_about_pytest_socket(config, settings.mode)
     from netguard._session import NetguardSession
 
     session = NetguardSession(settings)
+    controller = _is_xdist_controller(config)
+    native = _start_native(session, controller) if settings.native else None
     config.stash[_SESSION] = session
     enforcing = _Enforcing(config, session)
     config.pluginmanager.register(enforcing, _ENFORCING)
     config.pluginmanager.register(session, _PHASES)  # the hooks of each test's phases
-    if _is_xdist_controller(config):
+    if native is not None:
+        config.stash[_NATIVE_PHASES] = native
+        # after the session's: its tryfirst phase hooks run just before the session's
+        config.pluginmanager.register(native, _NATIVE)
+    if controller:
         enforcing.start_reports()
     else:
         session.on_first_events = enforcing.start_reports
+
+
+def _start_native(session: NetguardSession, controller: bool) -> NativePhases | None:
+    """Native mode's phase hooks (netguard._native_phases), or None on pytest-xdist's
+    controller, which runs no test (its header says native mode is on all the same)."""
+    session.native = True
+    if controller:
+        return None
+    from netguard.native import NativeUnsupported
+
+    try:
+        from netguard._native_phases import NativePhases
+
+        return NativePhases(session)
+    except (NativeUnsupported, RuntimeError, ImportError) as exc:
+        session.close()
+        raise pytest.UsageError(f"netguard: native mode cannot start: {exc}") from None
 
 
 def _is_xdist_controller(config: pytest.Config) -> bool:
@@ -140,10 +173,14 @@ def _warn_about_pytest_socket(config: pytest.Config, mode: str) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     session = config.stash.get(_SESSION, None)
     if session is not None:
-        for name in (_REPORTS, _PHASES, _ENFORCING):
+        for name in (_REPORTS, _NATIVE, _PHASES, _ENFORCING):
             plugin = config.pluginmanager.get_plugin(name)
             if plugin is not None:
                 config.pluginmanager.unregister(plugin)
+        native = config.stash.get(_NATIVE_PHASES, None)
+        if native is not None:
+            native.close()  # before the session: it relies on the session's hooks
+            del config.stash[_NATIVE_PHASES]
         session.close()
         del config.stash[_SESSION]
 
@@ -155,9 +192,10 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     settings = config.stash.get(_SETTINGS, None)
     if settings is None:
         return None
+    native = "; native mode needs mode strict or warn: off" if settings.native else ""
     if settings.database_safety:
-        return f"netguard: off ({settings.mode_source}); database URLs checked"
-    return f"netguard: off ({settings.mode_source}); nothing is checked"
+        return f"netguard: off ({settings.mode_source}); database URLs checked{native}"
+    return f"netguard: off ({settings.mode_source}); nothing is checked{native}"
 
 
 class _Reports:
