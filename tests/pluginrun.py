@@ -13,19 +13,14 @@ from collections.abc import Mapping
 
 import pytest
 
+from netguard.config import OPTIONS
 from netns import check_lo_failure, isolated_argv
 
 __all__ = ["NETGUARD_VARS", "UDP", "run", "run_in_netns"]
 
-#: Every environment variable netguard reads: cleared for inner runs (see conftest.py).
-NETGUARD_VARS = (
-    "NETGUARD_MODE",
-    "NETGUARD_DEFAULT_SIZE",
-    "NETGUARD_ALLOW",
-    "NETGUARD_ALLOWLIST",
-    "NETGUARD_REPORT",
-    "NETGUARD_VERBOSE",
-)
+#: Every environment variable a setting of netguard's is read from (one per row of the
+#: options table): cleared for inner runs (see conftest.py).
+NETGUARD_VARS = tuple(option.env for option in OPTIONS)
 
 #: A module for inner test suites: ``udp_connect(host, port)``. A UDP connect sends no
 #: packet; an allowed destination outside loopback meets ENETUNREACH inside the private
