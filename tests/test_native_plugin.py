@@ -259,6 +259,8 @@ def test_multiprocessing_spawn(request, server):
         record(request, pool.apply(child_connect, (server.port,)))
 
 
+# CPython 3.12+ warns about fork() in a process with threads (the test's server has one)
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_multiprocessing_fork(request, server):
     # C code in the forked worker: the patches it inherited judge it (Python code there
     # meets the Python-level hooks it inherited as well)
