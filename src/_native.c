@@ -453,8 +453,6 @@ nv_getnameinfo(const struct sockaddr *sa, socklen_t salen, char *host, socklen_t
    environment, where the plugin puts them. No allocation: these may run between vfork
    and exec. */
 
-#define NV_ENV_SLOTS_MAX 16384u
-#define NV_ENV_BYTES_MAX 65536u
 #define NV_MAX_VARS 8
 
 /* The additions for a child: false when native mode has named no policy yet (nothing is
@@ -511,19 +509,7 @@ nv_child_adds(ng_env_adds *adds, const char **vars)
             char *const *env = (envp);                                                   \
             return call;                                                                 \
         }                                                                                \
-        size_t slots_, bytes_;                                                           \
-        ng_env_sizes((envp), &adds_, &slots_, &bytes_);                                  \
-        if (slots_ > NV_ENV_SLOTS_MAX || bytes_ > NV_ENV_BYTES_MAX) {                    \
-            char *const *env = (envp);                                                   \
-            return call;                                                                 \
-        }                                                                                \
-        char *out_[slots_];                                                              \
-        char buf_[bytes_];                                                               \
-        char *const *env = ng_env_compose((envp), &adds_, out_, slots_, buf_, bytes_);   \
-        if (env == NULL) {                                                               \
-            env = (envp);                                                                \
-        }                                                                                \
-        return call;                                                                     \
+        NG_RETURN_WITH_ENV(envp, &adds_, env, call);                                     \
     } while (0)
 
 static int

@@ -268,4 +268,29 @@ void ng_env_sizes(char *const *envp, const ng_env_adds *adds, size_t *slots, siz
 char *const *ng_env_compose(char *const *envp, const ng_env_adds *adds, char **out,
                             size_t slots, char *buf, size_t bytes);
 
+/* The most a composed environment may take on the stack: larger ones are passed on
+   unchanged (no real environment comes near). */
+#define NG_ENV_SLOTS_MAX 16384u
+#define NG_ENV_BYTES_MAX 65536u
+
+/* `return call;` with `env` bound to envp composed with *adds: a macro, so that the arrays
+   live in the caller's frame (an exec wrapper's, until the exec); no allocation, as these
+   may run between vfork and exec. Shared by the preload library and netguard._native. */
+#define NG_RETURN_WITH_ENV(envp, adds, env, call)                                           \
+    do {                                                                                 \
+        size_t slots_, bytes_;                                                           \
+        ng_env_sizes((envp), (adds), &slots_, &bytes_);                                  \
+        if (slots_ > NG_ENV_SLOTS_MAX || bytes_ > NG_ENV_BYTES_MAX) {                    \
+            char *const *env = (envp);                                                   \
+            return call;                                                                 \
+        }                                                                                \
+        char *out_[slots_];                                                              \
+        char buf_[bytes_];                                                               \
+        char *const *env = ng_env_compose((envp), (adds), out_, slots_, buf_, bytes_);   \
+        if (env == NULL) {                                                               \
+            env = (envp);                                                                \
+        }                                                                                \
+        return call;                                                                     \
+    } while (0)
+
 #endif /* NETGUARD_NG_NATIVE_H */

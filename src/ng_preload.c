@@ -79,11 +79,7 @@ typedef int (*ng_fexecve_fn)(int, char *const[], char *const[]);
 typedef int (*ng_spawn_fn)(pid_t *, const char *, const posix_spawn_file_actions_t *,
                            const posix_spawnattr_t *, char *const[], char *const[]);
 
-/* The most a composed environment may take on the stack: larger ones are passed on
-   unchanged (no real environment comes near). */
-#define NG_ENV_SLOTS_MAX 16384u
-#define NG_ENV_BYTES_MAX 65536u
-#define NG_ARGV_MAX 16384u
+#define NG_ARGV_MAX 16384u /* the most arguments execl* collect on the stack */
 
 enum { INIT_NONE, INIT_RUNNING, INIT_DONE };
 
@@ -537,22 +533,7 @@ getnameinfo(const struct sockaddr *sa, socklen_t salen, char *host, socklen_t ho
 /* the stack.                                                                            */
 
 /* Run `call` with envp composed: a macro, so the arrays live in the caller's frame. */
-#define WITH_CHILD_ENV(envp, env, call)                                                  \
-    do {                                                                                 \
-        size_t slots_, bytes_;                                                           \
-        ng_env_sizes((envp), &g.adds, &slots_, &bytes_);                                 \
-        if (slots_ > NG_ENV_SLOTS_MAX || bytes_ > NG_ENV_BYTES_MAX) {                    \
-            char *const *env = (envp);                                                   \
-            return call;                                                                 \
-        }                                                                                \
-        char *out_[slots_];                                                              \
-        char buf_[bytes_];                                                               \
-        char *const *env = ng_env_compose((envp), &g.adds, out_, slots_, buf_, bytes_);  \
-        if (env == NULL) {                                                               \
-            env = (envp);                                                                \
-        }                                                                                \
-        return call;                                                                     \
-    } while (0)
+#define WITH_CHILD_ENV(envp, env, call) NG_RETURN_WITH_ENV(envp, &g.adds, env, call)
 
 static int
 exec_env(const char *path, char *const argv[], char *const envp[])
