@@ -9,7 +9,6 @@ and the "pip install netguard[yaml]" error where it is not -- never a skip.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib.util
 import pickle
 import sys
@@ -150,7 +149,7 @@ def test_option_details() -> None:
     )
     with pytest.raises(KeyError):
         option("impl")
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError, match="frozen"):
         option("mode").default = "strict"  # type: ignore[misc]
 
 
@@ -170,7 +169,7 @@ def test_addoption_and_addini_kwargs() -> None:
 def test_cli_help_names_the_other_sources() -> None:
     text = option("mode").cli_help()
     assert text.endswith("[env NETGUARD_MODE, ini netguard_mode; default: off]")
-    weird = dataclasses.replace(option("report"), help="100% of events.")
+    weird = option("report").replace(help="100% of events.")
     assert weird.cli_help().startswith("100%% of events.")
 
 
@@ -202,7 +201,7 @@ def test_argparse_end_to_end(dirs: tuple[Path, Path]) -> None:
 def test_settings_is_frozen_with_slots() -> None:
     s = Settings()
     assert not hasattr(s, "__dict__")
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError, match="frozen"):
         s.mode = "strict"  # type: ignore[misc]
     with pytest.raises(KeyError):
         s.source_of("impl")

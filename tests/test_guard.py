@@ -357,9 +357,15 @@ def test_off_mode_never_loads_the_extension() -> None:
         """
     )
     assert result.returncode == 0, result.stderr
-    assert (
-        result.stdout.strip()
-        == "['netguard', 'netguard._guard', 'netguard._impl', 'netguard.errors', 'netguard.rules']"
+    assert result.stdout.strip() == str(
+        [
+            "netguard",
+            "netguard._guard",
+            "netguard._impl",
+            "netguard._record",
+            "netguard.errors",
+            "netguard.rules",
+        ]
     )
 
 

@@ -9,7 +9,6 @@ is checked on real pytest items through ``pytester``.
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import pickle
 import socket
@@ -313,7 +312,7 @@ def counting(impl: _impl.Impl) -> tuple[_impl.Impl, list[tuple[int, bool]]]:
         calls.append((len(rules), kwargs.get("allow_all", False)))
         return impl.compile(rules, **kwargs)
 
-    return dataclasses.replace(impl, compile=compile_rules), calls
+    return impl.replace(compile=compile_rules), calls
 
 
 def test_same_arguments_give_the_same_object(impl: _impl.Impl) -> None:
@@ -395,7 +394,7 @@ def test_the_implementation_is_chosen_on_first_use(impl: _impl.Impl) -> None:
 def test_info_is_frozen_and_its_repr_is_short(impl: _impl.Impl) -> None:
     many = tuple(parse_rule(f"10.{i // 256}.{i % 256}.0/24", source="f") for i in range(2000))
     info = PolicySet(many, impl=impl).for_test("medium", allow_network=True)
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError, match="frozen"):
         info.size = "large"  # type: ignore[misc]
     text = repr(info)
     assert len(text) < 200, text

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 import ipaddress
 import itertools
 import pickle
@@ -193,7 +192,7 @@ def test_valid_rule(text: str, expected: Rule, canonical: str | None) -> None:
 def test_canonical_text_parses_back(text: str, expected: Rule, canonical: str | None) -> None:
     rule = parse_rule(text, source=SRC)
     again = parse_rule(str(rule), source="elsewhere")
-    assert dataclasses.replace(again, text=rule.text, source=rule.source) == rule
+    assert again.replace(text=rule.text, source=rule.source) == rule
     assert again.text == str(rule)
     assert again.source == "elsewhere"
 
@@ -509,7 +508,7 @@ def test_blocks_not_inside_v4_mapped_stay_ipv6(text: str) -> None:
 
 def test_rule_is_frozen_hashable_and_slotted() -> None:
     rule = parse_rule("10.0.0.0/8:443", source=SRC)
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError, match="frozen"):
         rule.first = 0  # type: ignore[misc]
     assert not hasattr(rule, "__dict__")
     assert rule == parse_rule("10.0.0.0/8:443", source=SRC)
@@ -659,7 +658,7 @@ def test_canonical_text_round_trips(text: str) -> None:
     rule = parse_rule(text, source="generated")
     canonical = str(rule)
     again = parse_rule(canonical, source="again")
-    assert dataclasses.replace(again, text=rule.text, source=rule.source) == rule
+    assert again.replace(text=rule.text, source=rule.source) == rule
     assert str(again) == canonical
 
 

@@ -16,7 +16,6 @@ with :func:`install_hooks`, which the pytest plugin does once per session).
 from __future__ import annotations
 
 import functools
-import ipaddress
 import os
 import socket
 import sys
@@ -447,6 +446,8 @@ def exempt_loopback(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _is_loopback(family: int, host: str | None) -> bool:
     if family not in (socket.AF_INET, socket.AF_INET6) or host is None:
         return False
+    import ipaddress  # here: only denied calls get this far
+
     try:
         return ipaddress.ip_address(host.partition("%")[0]).is_loopback
     except ValueError:

@@ -18,10 +18,10 @@ import importlib
 import os
 from array import array
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+from netguard._record import Record, init
 from netguard.rules import Rule, parse_rule
 
 __all__ = [
@@ -59,27 +59,60 @@ _REBUILD = (
 )
 
 
-@dataclass(frozen=True)
-class Impl:
-    """One implementation of the compiled policy and the hooks (see docs/internals.md)."""
+class Impl(Record):
+    """One implementation of the compiled policy and the hooks (see docs/internals.md).
 
+    ``name`` is ``"c"`` or ``"python"``; ``path`` the file of the extension module, or of
+    ``_reference.py``. ``compile(rules, *, allow_all=False, dns_localhost=True)`` returns
+    a compiled policy; ``activate(policy, strict)`` sets the guard stack's level, until
+    ``deactivate()``; ``activate_base(policy, strict)`` what holds while the stack's level
+    is unset. The rest are the module's functions of the same names.
+    """
+
+    __slots__ = (
+        "name", "path", "module", "compile", "from_bytes", "install", "uninstall",
+        "is_installed", "activate", "deactivate", "activate_base", "active",
+    )
     name: str
-    """``"c"`` or ``"python"``."""
     path: str
-    """The file of the extension module, or of ``_reference.py``."""
     module: ModuleType
     compile: Callable[..., Any]
-    """``compile(rules, *, allow_all=False, dns_localhost=True)``: a compiled policy."""
     from_bytes: Callable[[bytes], Any]
     install: Callable[[Callable[[str, int, str | None, int | None], None]], None]
     uninstall: Callable[[], None]
     is_installed: Callable[[], bool]
     activate: Callable[[Any, bool], None]
-    """``activate(policy, strict)``: the guard stack's level, until ``deactivate()``."""
     deactivate: Callable[[], None]
     activate_base: Callable[[Any, bool], None]
-    """``activate_base(policy, strict)``: what holds while the stack's level is unset."""
     active: Callable[[], Any]
+
+    def __init__(
+        self,
+        name: str,
+        path: str,
+        module: ModuleType,
+        compile: Callable[..., Any],
+        from_bytes: Callable[[bytes], Any],
+        install: Callable[[Callable[[str, int, str | None, int | None], None]], None],
+        uninstall: Callable[[], None],
+        is_installed: Callable[[], bool],
+        activate: Callable[[Any, bool], None],
+        deactivate: Callable[[], None],
+        activate_base: Callable[[Any, bool], None],
+        active: Callable[[], Any],
+    ) -> None:
+        init(self, "name", name)
+        init(self, "path", path)
+        init(self, "module", module)
+        init(self, "compile", compile)
+        init(self, "from_bytes", from_bytes)
+        init(self, "install", install)
+        init(self, "uninstall", uninstall)
+        init(self, "is_installed", is_installed)
+        init(self, "activate", activate)
+        init(self, "deactivate", deactivate)
+        init(self, "activate_base", activate_base)
+        init(self, "active", active)
 
     def __repr__(self) -> str:
         return f"<netguard implementation {self.name!r} from {self.path}>"

@@ -12,8 +12,6 @@ pointer swap in the C core.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
-import json
 import socket
 import time
 import types
@@ -323,6 +321,8 @@ class NetguardSession:
 
     def write_report(self, path: str) -> None:
         """The JSON report of ``--netguard-report``."""
+        import json
+
         s = self.settings
         native = self.native  # then every event says where it came from
         document = {
@@ -430,6 +430,8 @@ def _origin_text(e: dict[str, Any]) -> str:
 
 
 def _is_numeric(host: str) -> bool:
+    import ipaddress  # here, as json below: a run without reports never needs them
+
     try:
         ipaddress.ip_address(host.partition("%")[0])
     except ValueError:

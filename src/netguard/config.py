@@ -23,8 +23,9 @@ import os
 import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+
+from netguard._record import Record, init
 
 # The plugin imports this module at startup: TOML, YAML and difflib are imported only
 # when an allowlist file is read or an error message is built, and typing-only names
@@ -96,8 +97,7 @@ DATABASE_SAFETY_HOSTS: tuple[str, ...] = ("localhost", "db", "redis", "postgres"
 DATABASE_SAFETY_PREFIX = "test_"
 
 
-@dataclass(frozen=True, slots=True)
-class Option:
+class Option(Record):
     """One setting: its name, type, default and help. Its names in the three sources
     follow from the name (:attr:`flag`, :attr:`env`, :attr:`ini`).
 
@@ -110,16 +110,44 @@ class Option:
     flags may be given more than once.
     """
 
+    __slots__ = (
+        "name", "ini_type", "kind", "default", "help", "choices", "repeatable", "metavar",
+        "pattern", "expected",
+    )
     name: str
     ini_type: IniType
     kind: Kind
     default: object
     help: str
-    choices: tuple[str, ...] = ()
-    repeatable: bool = False
-    metavar: str | None = None
-    pattern: str | None = None
-    expected: str = ""
+    choices: tuple[str, ...]
+    repeatable: bool
+    metavar: str | None
+    pattern: str | None
+    expected: str
+
+    def __init__(
+        self,
+        name: str,
+        ini_type: IniType,
+        kind: Kind,
+        default: object,
+        help: str,
+        choices: tuple[str, ...] = (),
+        repeatable: bool = False,
+        metavar: str | None = None,
+        pattern: str | None = None,
+        expected: str = "",
+    ) -> None:
+        init(self, "name", name)
+        init(self, "ini_type", ini_type)
+        init(self, "kind", kind)
+        init(self, "default", default)
+        init(self, "help", help)
+        init(self, "choices", choices)
+        init(self, "repeatable", repeatable)
+        init(self, "metavar", metavar)
+        init(self, "pattern", pattern)
+        init(self, "expected", expected)
 
     @property
     def flag(self) -> str:
@@ -320,8 +348,7 @@ def option(name: str) -> Option:
 # --------------------------------------------------------------------------- settings
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
+class Settings(Record):
     """The resolved settings, each with the source it came from.
 
     Sources read ``"command line --netguard-mode"``, ``"environment NETGUARD_MODE"``,
@@ -332,28 +359,84 @@ class Settings:
     absolute. ``Settings()`` is the all-defaults value.
     """
 
-    mode: str = "off"
-    default_size: str = "small"
-    allow_rules: tuple[Rule, ...] = ()
-    allowlist: Path | None = None
-    report: Path | None = None
-    verbose: bool = False
-    mode_source: str = "default"
-    default_size_source: str = "default"
-    allow_source: str = "default"
-    allowlist_source: str = "default"
-    report_source: str = "default"
-    verbose_source: str = "default"
-    native: bool = False
-    native_source: str = "default"
-    database_safety: bool = False
-    database_safety_vars: tuple[str, ...] = DATABASE_SAFETY_VARS
-    database_safety_hosts: tuple[str, ...] = DATABASE_SAFETY_HOSTS
-    database_safety_prefix: str = DATABASE_SAFETY_PREFIX
-    database_safety_source: str = "default"
-    database_safety_vars_source: str = "default"
-    database_safety_hosts_source: str = "default"
-    database_safety_prefix_source: str = "default"
+    __slots__ = (
+        "mode", "default_size", "allow_rules", "allowlist", "report", "verbose", "mode_source",
+        "default_size_source", "allow_source", "allowlist_source", "report_source",
+        "verbose_source", "native", "native_source", "database_safety", "database_safety_vars",
+        "database_safety_hosts", "database_safety_prefix", "database_safety_source",
+        "database_safety_vars_source", "database_safety_hosts_source",
+        "database_safety_prefix_source",
+    )
+    mode: str
+    default_size: str
+    allow_rules: tuple[Rule, ...]
+    allowlist: Path | None
+    report: Path | None
+    verbose: bool
+    mode_source: str
+    default_size_source: str
+    allow_source: str
+    allowlist_source: str
+    report_source: str
+    verbose_source: str
+    native: bool
+    native_source: str
+    database_safety: bool
+    database_safety_vars: tuple[str, ...]
+    database_safety_hosts: tuple[str, ...]
+    database_safety_prefix: str
+    database_safety_source: str
+    database_safety_vars_source: str
+    database_safety_hosts_source: str
+    database_safety_prefix_source: str
+
+    def __init__(
+        self,
+        mode: str = "off",
+        default_size: str = "small",
+        allow_rules: tuple[Rule, ...] = (),
+        allowlist: Path | None = None,
+        report: Path | None = None,
+        verbose: bool = False,
+        mode_source: str = "default",
+        default_size_source: str = "default",
+        allow_source: str = "default",
+        allowlist_source: str = "default",
+        report_source: str = "default",
+        verbose_source: str = "default",
+        native: bool = False,
+        native_source: str = "default",
+        database_safety: bool = False,
+        database_safety_vars: tuple[str, ...] = DATABASE_SAFETY_VARS,
+        database_safety_hosts: tuple[str, ...] = DATABASE_SAFETY_HOSTS,
+        database_safety_prefix: str = DATABASE_SAFETY_PREFIX,
+        database_safety_source: str = "default",
+        database_safety_vars_source: str = "default",
+        database_safety_hosts_source: str = "default",
+        database_safety_prefix_source: str = "default",
+    ) -> None:
+        init(self, "mode", mode)
+        init(self, "default_size", default_size)
+        init(self, "allow_rules", allow_rules)
+        init(self, "allowlist", allowlist)
+        init(self, "report", report)
+        init(self, "verbose", verbose)
+        init(self, "mode_source", mode_source)
+        init(self, "default_size_source", default_size_source)
+        init(self, "allow_source", allow_source)
+        init(self, "allowlist_source", allowlist_source)
+        init(self, "report_source", report_source)
+        init(self, "verbose_source", verbose_source)
+        init(self, "native", native)
+        init(self, "native_source", native_source)
+        init(self, "database_safety", database_safety)
+        init(self, "database_safety_vars", database_safety_vars)
+        init(self, "database_safety_hosts", database_safety_hosts)
+        init(self, "database_safety_prefix", database_safety_prefix)
+        init(self, "database_safety_source", database_safety_source)
+        init(self, "database_safety_vars_source", database_safety_vars_source)
+        init(self, "database_safety_hosts_source", database_safety_hosts_source)
+        init(self, "database_safety_prefix_source", database_safety_prefix_source)
 
     def source_of(self, name: str) -> str:
         """Where the setting ``name`` (a row of :data:`OPTIONS`) came from."""
@@ -381,8 +464,17 @@ def parse_bool(text: str) -> bool | None:
 
 
 # A piece of a rule list that only continues the port list of the rule before it.
-_port_piece = re.compile(r"[0-9]+(?:-[0-9]+)?", re.ASCII).fullmatch
-_ends_in_ports = re.compile(r":[0-9][0-9,-]*\Z", re.ASCII).search
+# The patterns of this module are compiled on first use (re's cache), not at import: the
+# plugin imports this module in every pytest run, and most runs need none of them.
+
+
+def _port_piece(text: str) -> re.Match[str] | None:
+    return re.fullmatch(r"[0-9]+(?:-[0-9]+)?", text, re.ASCII)
+
+
+def _ends_in_ports(text: str) -> re.Match[str] | None:
+    return re.search(r":[0-9][0-9,-]*\Z", text, re.ASCII)
+
 
 
 def split_rules(text: str) -> list[str]:
@@ -704,7 +796,6 @@ ALLOWLIST_FAMILIES: Mapping[str, str] = {
     "unix": "a path",
 }
 _DESTINATIONS = ("addr", "cidr", "host", "path")
-_port_space = re.compile(r"\s*([,-])\s*").sub
 _TOP_KEYS = ("version", "allowlist")
 
 
@@ -763,7 +854,7 @@ def _syntax_error(file: str, text: str, fmt: str, line: int | None, message: str
     )
 
 
-_toml_position = re.compile(r"\(at line (\d+), column \d+\)|\(at end of document\)")
+_TOML_POSITION = r"\(at line (\d+), column \d+\)|\(at end of document\)"
 
 
 def _read_toml(text: str, file: str) -> tuple[object, _Located]:
@@ -776,7 +867,7 @@ def _read_toml(text: str, file: str) -> tuple[object, _Located]:
     except tomllib.TOMLDecodeError as err:
         message = str(err)
         line: int | None = getattr(err, "lineno", None)  # 3.14+
-        match = _toml_position.search(message)
+        match = re.search(_TOML_POSITION, message)
         if match:
             message = message[: match.start()].rstrip()
             if line is None:
@@ -785,20 +876,17 @@ def _read_toml(text: str, file: str) -> tuple[object, _Located]:
     return parsed, _toml_lines(text)
 
 
-_TOML_TOKEN = re.compile(
-    "|".join(
-        (
-            r"(?P<nl>\n)",
-            r"(?P<skip>[ \t\r]+|#[^\n]*)",
-            r'(?P<str>"""(?:\\.|[^\\])*?"""(?!")'
-            r"|'''.*?'''(?!')"
-            r'|"(?:\\.|[^"\\\n])*"'
-            r"|'[^'\n]*')",
-            r"(?P<punct>[\[\]{}=,])",
-            r"(?P<bare>[^\s\[\]{}=,#\"']+)",
-        )
-    ),
-    re.DOTALL,
+_TOML_TOKEN = "|".join(
+    (
+        r"(?P<nl>\n)",
+        r"(?P<skip>[ \t\r]+|#[^\n]*)",
+        r'(?P<str>"""(?:\\.|[^\\])*?"""(?!")'
+        r"|'''.*?'''(?!')"
+        r'|"(?:\\.|[^"\\\n])*"'
+        r"|'[^'\n]*')",
+        r"(?P<punct>[\[\]{}=,])",
+        r"(?P<bare>[^\s\[\]{}=,#\"']+)",
+    )
 )
 
 
@@ -815,7 +903,7 @@ def _toml_lines(text: str) -> _Located:
     """
     tokens: list[tuple[str, str, int]] = []
     line = 1
-    for match in _TOML_TOKEN.finditer(text):
+    for match in re.finditer(_TOML_TOKEN, text, re.DOTALL):
         kind = match.lastgroup or ""
         value = match.group()
         if kind != "skip":
@@ -1188,7 +1276,7 @@ def _entry_ports(entry: Mapping[Any, Any], key: str, fail: _Fail) -> str | None:
             raise fail(f"ports item {item!r} is not an integer or a string")
         if isinstance(item, int) and not 0 <= item <= 65535:
             raise fail(f"port {item} is out of range 0-65535")
-        text = _port_space(r"\1", str(item).strip())
+        text = re.sub(r"\s*([,-])\s*", r"\1", str(item).strip())
         if not text:
             raise fail("ports has an empty string")
         texts.append(text)

@@ -26,10 +26,11 @@ from __future__ import annotations
 import errno
 import os
 import socket
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
+
+from netguard._record import Record, init
 
 __all__ = [
     "DNS_OPS",
@@ -490,8 +491,7 @@ NetworkViolationWarning.__module__ = "netguard"
 # --------------------------------------------------------------------------- the record
 
 
-@dataclass(frozen=True)
-class Violation:
+class Violation(Record):
     """One denied operation, as recorded by a guard (``Guard.violations``).
 
     ``thread`` is the name of the thread that made the call, ``timestamp`` its
@@ -501,6 +501,10 @@ class Violation:
     :data:`ORIGINS`); a child's call has its ``pid`` and ``program``.
     """
 
+    __slots__ = (
+        "op", "family", "host", "port", "destination", "thread", "timestamp",
+        "test", "size", "phase", "where", "origin", "pid", "program",
+    )
     op: str
     family: int
     host: str | None
@@ -508,13 +512,45 @@ class Violation:
     destination: str
     thread: str
     timestamp: float
-    test: str | None = None
-    size: str | None = None
-    phase: str | None = None
-    where: str | None = None
-    origin: str = "python"
-    pid: int | None = None
-    program: str | None = None
+    test: str | None
+    size: str | None
+    phase: str | None
+    where: str | None
+    origin: str
+    pid: int | None
+    program: str | None
+
+    def __init__(
+        self,
+        op: str,
+        family: int,
+        host: str | None,
+        port: int | None,
+        destination: str,
+        thread: str,
+        timestamp: float,
+        test: str | None = None,
+        size: str | None = None,
+        phase: str | None = None,
+        where: str | None = None,
+        origin: str = "python",
+        pid: int | None = None,
+        program: str | None = None,
+    ) -> None:
+        init(self, "op", op)
+        init(self, "family", family)
+        init(self, "host", host)
+        init(self, "port", port)
+        init(self, "destination", destination)
+        init(self, "thread", thread)
+        init(self, "timestamp", timestamp)
+        init(self, "test", test)
+        init(self, "size", size)
+        init(self, "phase", phase)
+        init(self, "where", where)
+        init(self, "origin", origin)
+        init(self, "pid", pid)
+        init(self, "program", program)
 
     @property
     def slug(self) -> str:

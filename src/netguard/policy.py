@@ -42,11 +42,11 @@ import os
 import socket
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
 from netguard import _impl
 from netguard._impl import Impl, Policy
+from netguard._record import Record, init
 from netguard.rules import Rule, parse_rule
 
 __all__ = [
@@ -223,8 +223,7 @@ def _covers(rule: Rule, address: tuple[int, int]) -> bool:
 # --------------------------------------------------------------------------- the info
 
 
-@dataclass(frozen=True, eq=False, slots=True)
-class CompiledPolicyInfo:
+class CompiledPolicyInfo(Record):
     """The policy of one (size, extra rules, allow_network) combination.
 
     ``compiled`` is the implementation's compiled policy (what ``impl.activate()`` takes);
@@ -240,6 +239,15 @@ class CompiledPolicyInfo:
     compiled; ``compiled_rules`` is what was.
     """
 
+    __slots__ = (
+        "size", "allow_network", "extra", "rules", "compiled_rules", "compiled", "policy",
+        "_entries",
+    )
+    _hidden = ("_entries",)
+    # compared by identity: equal infos are the same object (see PolicySet.for_test)
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
     size: str
     allow_network: bool
     extra: tuple[Rule, ...]
@@ -247,7 +255,27 @@ class CompiledPolicyInfo:
     compiled_rules: tuple[Rule, ...]
     compiled: Any
     policy: Policy
-    _entries: tuple[tuple[Rule, int], ...] = field(repr=False)
+    _entries: tuple[tuple[Rule, int], ...]
+
+    def __init__(
+        self,
+        size: str,
+        allow_network: bool,
+        extra: tuple[Rule, ...],
+        rules: tuple[Rule, ...],
+        compiled_rules: tuple[Rule, ...],
+        compiled: Any,
+        policy: Policy,
+        _entries: tuple[tuple[Rule, int], ...],
+    ) -> None:
+        init(self, "size", size)
+        init(self, "allow_network", allow_network)
+        init(self, "extra", extra)
+        init(self, "rules", rules)
+        init(self, "compiled_rules", compiled_rules)
+        init(self, "compiled", compiled)
+        init(self, "policy", policy)
+        init(self, "_entries", _entries)
 
     @property
     def allow_all(self) -> bool:

@@ -30,8 +30,9 @@ from __future__ import annotations
 import re
 import socket
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
+
+from netguard._record import Record, init
 
 __all__ = ["Rule", "RuleError", "format_ports", "parse_ports", "parse_rule", "parse_rules"]
 
@@ -54,10 +55,10 @@ _host_match = re.compile(
 _HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 # A label the kernel's inet_aton() reads as a number (decimal, octal or hexadecimal).
 _numeric_label = re.compile(r"[0-9]+|0[xX][0-9A-Fa-f]*", re.ASCII).fullmatch
-# An IPv6 scope id: an interface name or index.
-_scope_match = re.compile(r"[A-Za-z0-9_.-]+", re.ASCII).fullmatch
+# An IPv6 scope id: an interface name or index (compiled on first use, as the next one).
+_SCOPE = r"[A-Za-z0-9_.-]+"
 # A port list glued to the end of a unix path ("unix:/x.sock:80").
-_unix_port_suffix = re.compile(r":[0-9][0-9,-]*\Z", re.ASCII).search
+_UNIX_PORT_SUFFIX = r":[0-9][0-9,-]*\Z"
 
 
 class RuleError(ValueError):
@@ -83,8 +84,7 @@ class RuleError(ValueError):
         return (type(self), (self.source, self.text, self.reason), self.__dict__)
 
 
-@dataclass(frozen=True, slots=True)
-class Rule:
+class Rule(Record):
     """One normalised rule.
 
     ``kind`` is ``"ip"``, ``"host"`` or ``"unix"``. ``ip`` rules cover the addresses
@@ -92,19 +92,47 @@ class Rule:
     (``*.example.com`` covers every name ending in ``.example.com``); ``unix`` rules a
     path glob (abstract names start with ``@``). ``ports`` is ``None`` for any port, else
     sorted, disjoint, merged ``(lo, hi)`` ranges. ``str(rule)`` is the canonical text,
-    which parses back to an equal rule.
+    which parses back to an equal rule. Rules are frozen and compare by every field,
+    ``text`` and ``source`` included; :meth:`~netguard._record.Record.replace` copies one.
     """
 
+    __slots__ = (
+        "kind", "text", "source", "name", "family", "first", "last", "ports", "host", "path"
+    )
     kind: str
     text: str
     source: str
-    name: str | None = None
-    family: int = 0
-    first: int = 0
-    last: int = 0
-    ports: tuple[tuple[int, int], ...] | None = None
-    host: str = ""
-    path: str = ""
+    name: str | None
+    family: int
+    first: int
+    last: int
+    ports: tuple[tuple[int, int], ...] | None
+    host: str
+    path: str
+
+    def __init__(
+        self,
+        kind: str,
+        text: str,
+        source: str,
+        name: str | None = None,
+        family: int = 0,
+        first: int = 0,
+        last: int = 0,
+        ports: tuple[tuple[int, int], ...] | None = None,
+        host: str = "",
+        path: str = "",
+    ) -> None:
+        init(self, "kind", kind)
+        init(self, "text", text)
+        init(self, "source", source)
+        init(self, "name", name)
+        init(self, "family", family)
+        init(self, "first", first)
+        init(self, "last", last)
+        init(self, "ports", ports)
+        init(self, "host", host)
+        init(self, "path", path)
 
     def __str__(self) -> str:
         kind = self.kind
@@ -317,7 +345,7 @@ def _parse_unix(s: str, source: str, name: str | None) -> Rule:
         raise RuleError(source, s, "empty abstract socket name after '@'")
     if "\x00" in path:
         raise RuleError(source, s, "NUL character in unix socket path (write abstract as @name)")
-    if _unix_port_suffix(path):
+    if re.search(_UNIX_PORT_SUFFIX, path, re.ASCII):
         raise RuleError(
             source, s, "unix rules take no ports (for a literal ':' in a path, glob it as [:])"
         )
@@ -366,7 +394,7 @@ def _ipv6_block(text: str, rule: str, source: str, *, bracketed: bool) -> tuple[
         addr = _from_bytes(_inet_pton(_AF_INET6, addr_text), "big")
     except (OSError, ValueError):
         raise RuleError(source, rule, _not_ipv6(text, rule, bracketed)) from None
-    if pct and not _scope_match(scope):
+    if pct and not re.fullmatch(_SCOPE, scope, re.ASCII):
         reason = "empty IPv6 scope id after '%'" if not scope else f"bad scope id {scope!r}"
         if not bracketed and ":" in scope:
             reason += "; to give ports with an IPv6 address use [ADDR]:PORTS"
