@@ -2,6 +2,7 @@
 
     python benchmarks/suite_instructions.py                 200 and 400 tests, none + strict
     python benchmarks/suite_instructions.py --tests 300 --states none,strict,warn
+    python benchmarks/suite_instructions.py --states none,hooks1,hooks6,strict
 
 Wall-clock ratios of whole pytest runs move by several percent from run to run on a
 shared 2-core machine (benchmarks/suite.py quotes their medians and confidence
@@ -19,8 +20,12 @@ code runs at a different number of instructions per cycle than the rest of a pyt
 so treat the ratio as a reproducible proxy of suite.py's wall-clock ratio, not a
 replacement.
 
-The bytecode caches are warmed by one untimed run of each state first. Needs valgrind.
-Only 127.0.0.1 is contacted.
+The states ``hooks1`` and ``hooks6`` leave netguard out and load a plugin of no-op
+``tryfirst`` hook implementations instead (one call per test; the six calls per test of
+strict mode's phase hooks): what pytest's hook dispatch costs any per-phase guard, before
+it does anything. The bytecode caches are warmed by one untimed run of each state first,
+and every run has ``PYTHONHASHSEED=0`` (a random seed moves the per-test counts by several
+thousand instructions between runs). Needs valgrind. Only 127.0.0.1 is contacted.
 """
 
 from __future__ import annotations
@@ -41,7 +46,40 @@ STATES = {
     "off": (),
     "strict": ("--netguard-mode=strict",),
     "warn": ("--netguard-mode=warn",),
+    # What pluggy's dispatch alone costs, netguard not loaded: a plugin with one no-op
+    # tryfirst pytest_runtest_setup (one call per test), and one with the four no-op
+    # tryfirst phase hooks strict mode registers (setup, call, teardown, and makereport
+    # once per phase: six calls per test).
+    "hooks1": ("-p", "no:netguard", "-p", "_ng_noop_hooks1"),
+    "hooks6": ("-p", "no:netguard", "-p", "_ng_noop_hooks6"),
 }
+
+_NOOP_PHASES = {
+    "setup": "item",
+    "call": "item",
+    "teardown": "item",
+    "makereport": "item, call",
+}
+
+
+def write_noop_plugins(directory: str) -> None:
+    """The plugin modules of the ``hooks1`` and ``hooks6`` states, in ``directory``."""
+    for name, phases in (("_ng_noop_hooks1", ["setup"]), ("_ng_noop_hooks6", _NOOP_PHASES)):
+        lines = ["import pytest", "", "", "class NoOp:"]
+        for phase in phases:
+            lines += [
+                "    @pytest.hookimpl(tryfirst=True)",
+                f"    def pytest_runtest_{phase}(self, {_NOOP_PHASES[phase]}):",
+                "        pass",
+                "",
+            ]
+        lines += [
+            "",
+            "def pytest_configure(config):",
+            f"    config.pluginmanager.register(NoOp(), {name!r})",
+        ]
+        with open(os.path.join(directory, name + ".py"), "w") as f:
+            f.write("\n".join(lines) + "\n")
 
 
 def count(python: str, directory: str, modules: list[str], state: str, env: dict[str, str]) -> int:
@@ -74,7 +112,9 @@ def count(python: str, directory: str, modules: list[str], state: str, env: dict
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tests", type=int, default=200, help="N (a multiple of 100)")
-    parser.add_argument("--states", default="none,strict", help="comma list: none,off,strict,warn")
+    parser.add_argument(
+        "--states", default="none,strict", help="comma list of " + ", ".join(STATES)
+    )
     parser.add_argument("--suite", type=int, default=5000, help="suite size for the ratio")
     parser.add_argument("--seed", type=int, default=20240611)
     args = parser.parse_args(argv)
@@ -88,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
         directory = os.path.join(tmp, "suite")
         suite_mod.generate_suite(directory, 2 * n, args.seed)
         env = suite_mod.child_env(suite_mod.snapshot_package(os.path.join(tmp, "pkg")))
+        plugins = os.path.join(tmp, "plugins")
+        os.mkdir(plugins)
+        write_noop_plugins(plugins)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), plugins]))
         modules = sorted(m for m in os.listdir(directory) if m.startswith("test_gen_"))
         half = modules[: len(modules) // 2]
         for state in states:  # warm the bytecode caches (pytest's rewritten ones too)
