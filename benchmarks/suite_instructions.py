@@ -76,7 +76,7 @@ def write_noop_plugins(directory: str) -> None:
         lines += [
             "",
             "def pytest_configure(config):",
-            f"    config.pluginmanager.register(NoOp(), {name!r})",
+            f"    config.pluginmanager.register(NoOp(), {name + '-hooks'!r})",
         ]
         with open(os.path.join(directory, name + ".py"), "w") as f:
             f.write("\n".join(lines) + "\n")
