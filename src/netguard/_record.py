@@ -1,8 +1,8 @@
 """Frozen value classes without the start-up cost of :mod:`dataclasses`.
 
 ``@dataclass`` writes each class's methods as source text and compiles it with ``exec``
-when the module is imported: about a millisecond per class on CPython 3.11, paid by every pytest
-run that loads the plugin. netguard's value classes (:class:`netguard.rules.Rule`,
+when the module is imported: about a millisecond per class on CPython 3.11, paid by every
+pytest run that loads the plugin. netguard's value classes (:class:`netguard.rules.Rule`,
 :class:`netguard.config.Settings`, :class:`netguard.errors.Violation`, ...) write their
 ``__init__`` out instead and inherit the rest from :class:`Record`, driven by the class's
 ``__slots__``, which list its fields in the order ``__init__`` takes them:
@@ -40,7 +40,9 @@ class Record:
 
     def __repr__(self) -> str:
         shown = ", ".join(
-            f"{name}={getattr(self, name)!r}" for name in self.__slots__ if name not in self._hidden
+            f"{name}={getattr(self, name)!r}"
+            for name in self.__slots__
+            if name not in self._hidden
         )
         return f"{type(self).__qualname__}({shown})"
 

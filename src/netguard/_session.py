@@ -430,7 +430,7 @@ def _origin_text(e: dict[str, Any]) -> str:
 
 
 def _is_numeric(host: str) -> bool:
-    import ipaddress  # here, as json below: a run without reports never needs them
+    import ipaddress  # here, as json in write_report: only reports need them
 
     try:
         ipaddress.ip_address(host.partition("%")[0])

@@ -463,18 +463,17 @@ def parse_bool(text: str) -> bool | None:
     return None
 
 
-# A piece of a rule list that only continues the port list of the rule before it.
 # The patterns of this module are compiled on first use (re's cache), not at import: the
 # plugin imports this module in every pytest run, and most runs need none of them.
 
 
 def _port_piece(text: str) -> re.Match[str] | None:
+    """A piece of a rule list that only continues the port list of the rule before it."""
     return re.fullmatch(r"[0-9]+(?:-[0-9]+)?", text, re.ASCII)
 
 
 def _ends_in_ports(text: str) -> re.Match[str] | None:
     return re.search(r":[0-9][0-9,-]*\Z", text, re.ASCII)
-
 
 
 def split_rules(text: str) -> list[str]:
