@@ -9,6 +9,7 @@ a private network namespace of their own, where the call fails in the kernel.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import xml.etree.ElementTree as ET
 
@@ -296,6 +297,31 @@ def test_off_mode_patches_nothing(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         ["netguard: off (command line --netguard-mode); nothing is checked"]
     )
+
+
+@pytest.mark.parametrize("mode", ["off", "strict"])
+def test_netguard_modules_bypass_assertion_rewriting(pytester: pytest.Pytester, mode: str) -> None:
+    # pytest would load every module of netguard's distribution through its
+    # assertion-rewriting hook: slow to read, and parsed again in every run where the
+    # rewritten bytecode cannot be cached. Only the two it imports itself are its.
+    pytester.makepyfile(
+        test_loaders="""
+        import sys
+
+        def test_loaders():
+            for name in sorted(n for n in sys.modules if n.startswith("netguard")):
+                print("LOADER", name, type(sys.modules[name].__spec__.loader).__name__)
+        """,
+    )
+    result = run(pytester, f"--netguard-mode={mode}", "-s")
+    result.assert_outcomes(passed=1)
+    loaders = dict(re.findall(r"LOADER (\S+) (\S+)", result.stdout.str()))
+    rewritten = {name for name, loader in loaders.items() if loader == "AssertionRewritingHook"}
+    assert rewritten == {"netguard", "netguard.plugin"}
+    assert loaders["netguard.config"] == "SourceFileLoader"
+    if mode == "strict":
+        assert loaders["netguard._session"] == "SourceFileLoader"
+        assert loaders["netguard._netguard"] == "ExtensionFileLoader"
 
 
 def test_header_and_precedence(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,7 +16,7 @@ import socket
 import time
 import types
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import pytest
@@ -46,10 +46,18 @@ from netguard.policy import (
 )
 from netguard.rules import RuleError
 
-__all__ = ["COLLECTION", "NetguardSession"]
+__all__ = ["COLLECTION", "Enforcing", "NetguardSession", "Reports"]
 
 #: The test id that events during collection (importing test modules) are attributed to.
 COLLECTION = "<collection>"
+
+# The names the plugin registers its hook objects under, and the order in which
+# pytest_unconfigure unregisters them.
+ENFORCING = "netguard-enforcing"  # Enforcing
+PHASES = "netguard-phases"  # NetguardSession: the hooks of each test's phases
+NATIVE = "netguard-native"  # netguard._native_phases.NativePhases, in native mode
+REPORTS = "netguard-reports"  # Reports, from the first phase with events
+PLUGIN_NAMES = (REPORTS, NATIVE, PHASES, ENFORCING)
 
 
 class NetguardSession:
@@ -409,6 +417,78 @@ class NetguardSession:
     def collection_failure(violations: list[Violation]) -> str:
         """The text of a collection error for a module that swallowed a strict violation."""
         return str(violations[0].error(swallowed=len(violations)))
+
+
+class Reports:
+    """Reports carry the violations and events of their phase; under pytest-xdist they come
+    from the workers, and the controller (which prints and writes) collects them.
+
+    Registered only where there is something to carry: on pytest-xdist's controller from
+    the start, elsewhere from the first phase with events, so a clean run pays nothing per
+    report. tryfirst: before pytest-xdist's worker sends the report to the controller.
+    """
+
+    def __init__(self, session: NetguardSession) -> None:
+        self.session = session
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        session = self.session
+        if session._pending:
+            session.take_report(report)
+        if hasattr(report, REPORT_ATTR) or hasattr(report, ALLOWED_ATTR):
+            session.collect_events(report)
+
+
+class Enforcing:
+    """The hooks that enforce and report, registered by ``pytest_configure`` only when
+    the mode is not ``off``."""
+
+    def __init__(self, config: pytest.Config, session: NetguardSession) -> None:
+        self.config = config
+        self.session = session
+        self.reporting = False
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_make_collect_report(
+        self, collector: pytest.Collector
+    ) -> Generator[None, object, object]:
+        session = self.session
+        with session.collection() as violations:
+            report = yield
+            assert isinstance(report, pytest.CollectReport)
+            if violations:
+                setattr(report, REPORT_ATTR, [event_dict(v) for v in violations])
+                if session.settings.mode == "strict" and report.passed:
+                    # the module swallowed the error: its collection fails all the same
+                    report.outcome = "failed"
+                    report.longrepr = session.collection_failure(violations)
+            return report
+
+    def start_reports(self) -> None:
+        """Register the hook that puts each phase's events on its report (once)."""
+        if not self.reporting:
+            self.config.pluginmanager.register(Reports(self.session), REPORTS)
+            self.reporting = True
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if hasattr(report, REPORT_ATTR) or hasattr(report, ALLOWED_ATTR):
+            self.session.collect_events(report)
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        lines = self.session.summary()
+        if self.session.settings.verbose:
+            lines += ["every network event:", *self.session.verbose_table()]
+        if lines:
+            terminalreporter.section("netguard")
+            for line in lines:
+                terminalreporter.line(line)
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        report = self.session.settings.report
+        if report is None or hasattr(session.config, "workerinput"):
+            return  # under pytest-xdist the controller writes the report
+        self.session.write_report(str(report))
 
 
 def _origin_fields(e: dict[str, Any]) -> dict[str, Any]:

@@ -5,20 +5,25 @@ Hooks only. The options come from :mod:`netguard.config`, the policies from
 ``off`` (the default) the plugin registers its options and markers and nothing else: the
 hooks that enforce and report are registered by ``pytest_configure`` only for ``strict``
 and ``warn``, the C extension is not loaded and nothing is patched.
+
+Importing this module puts :class:`_StandardImports` on ``sys.meta_path``: netguard's other
+modules are then loaded by Python's own machinery, not by pytest's assertion rewriting.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Generator
+from importlib.machinery import PathFinder
 from typing import TYPE_CHECKING
 
 import pytest
 
-from netguard._report import ALLOWED_ATTR, REPORT_ATTR, event_dict
-
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from importlib.machinery import ModuleSpec
+    from types import ModuleType
+
     from netguard._native_phases import NativePhases
     from netguard._session import NetguardSession
     from netguard.config import Settings
@@ -31,12 +36,36 @@ __all__ = [
 ]
 
 _SETTINGS: pytest.StashKey[Settings] = pytest.StashKey()
-_ENFORCING = "netguard-enforcing"
-_REPORTS = "netguard-reports"
-_PHASES = "netguard-phases"
-_NATIVE = "netguard-native"
 _SESSION: pytest.StashKey[NetguardSession] = pytest.StashKey()
 _NATIVE_PHASES: pytest.StashKey[NativePhases] = pytest.StashKey()
+
+
+class _StandardImports:
+    """A meta path finder for netguard's submodules: the spec Python's own path finder
+    gives, so pytest's assertion-rewriting hook (further down ``sys.meta_path``) never
+    loads them.
+
+    pytest rewrites the asserts of every module in a plugin's distribution. Its hook reads
+    each cached module with ``marshal.load`` from the open file, some ten times slower
+    than Python's loader (about 12 ms for what strict mode imports, a pytest run's largest
+    fixed cost of netguard's), and where site-packages is read-only it parses and rewrites
+    the source in every run, as the rewritten bytecode cannot be cached. netguard has no
+    asserts for pytest to explain. ``netguard`` and this module are imported before the
+    finder exists and stay pytest's.
+    """
+
+    @staticmethod
+    def find_spec(
+        name: str, path: Sequence[str] | None = None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
+        if path is None or not name.startswith("netguard."):
+            return None
+        return PathFinder.find_spec(name, path, target)
+
+
+if not any(type(f).__name__ == _StandardImports.__name__ for f in sys.meta_path):
+    sys.meta_path.insert(0, _StandardImports())  # once per process, first in line
+
 
 _MARKERS = (
     "small: a small test: no network at all (netguard)",
@@ -84,19 +113,19 @@ def pytest_configure(config: pytest.Config) -> None:
             "Python-level hooks still hold"
         )
     _warn_about_pytest_socket(config, settings.mode)
-    from netguard._session import NetguardSession
+    from netguard._session import ENFORCING, NATIVE, PHASES, Enforcing, NetguardSession
 
     session = NetguardSession(settings)
     controller = _is_xdist_controller(config)
     native = _start_native(session, controller) if settings.native else None
     config.stash[_SESSION] = session
-    enforcing = _Enforcing(config, session)
-    config.pluginmanager.register(enforcing, _ENFORCING)
-    config.pluginmanager.register(session, _PHASES)  # the hooks of each test's phases
+    enforcing = Enforcing(config, session)
+    config.pluginmanager.register(enforcing, ENFORCING)
+    config.pluginmanager.register(session, PHASES)  # the hooks of each test's phases
     if native is not None:
         config.stash[_NATIVE_PHASES] = native
         # after the session's: its tryfirst phase hooks run just before the session's
-        config.pluginmanager.register(native, _NATIVE)
+        config.pluginmanager.register(native, NATIVE)
     if controller:
         enforcing.start_reports()
     else:
@@ -173,7 +202,9 @@ def _warn_about_pytest_socket(config: pytest.Config, mode: str) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     session = config.stash.get(_SESSION, None)
     if session is not None:
-        for name in (_REPORTS, _NATIVE, _PHASES, _ENFORCING):
+        from netguard._session import PLUGIN_NAMES
+
+        for name in PLUGIN_NAMES:
             plugin = config.pluginmanager.get_plugin(name)
             if plugin is not None:
                 config.pluginmanager.unregister(plugin)
@@ -196,75 +227,3 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     if settings.database_safety:
         return f"netguard: off ({settings.mode_source}); database URLs checked{native}"
     return f"netguard: off ({settings.mode_source}); nothing is checked{native}"
-
-
-class _Reports:
-    """Reports carry the violations and events of their phase; under pytest-xdist they come
-    from the workers, and the controller (which prints and writes) collects them.
-
-    Registered only where there is something to carry: on pytest-xdist's controller from
-    the start, elsewhere from the first phase with events, so a clean run pays nothing per
-    report. tryfirst: before pytest-xdist's worker sends the report to the controller.
-    """
-
-    def __init__(self, session: NetguardSession) -> None:
-        self.session = session
-
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        session = self.session
-        if session._pending:
-            session.take_report(report)
-        if hasattr(report, REPORT_ATTR) or hasattr(report, ALLOWED_ATTR):
-            session.collect_events(report)
-
-
-class _Enforcing:
-    """The hooks that enforce and report, registered by ``pytest_configure`` only when
-    the mode is not ``off``."""
-
-    def __init__(self, config: pytest.Config, session: NetguardSession) -> None:
-        self.config = config
-        self.session = session
-        self.reporting = False
-
-    @pytest.hookimpl(wrapper=True)
-    def pytest_make_collect_report(
-        self, collector: pytest.Collector
-    ) -> Generator[None, object, object]:
-        session = self.session
-        with session.collection() as violations:
-            report = yield
-            assert isinstance(report, pytest.CollectReport)
-            if violations:
-                setattr(report, REPORT_ATTR, [event_dict(v) for v in violations])
-                if session.settings.mode == "strict" and report.passed:
-                    # the module swallowed the error: its collection fails all the same
-                    report.outcome = "failed"
-                    report.longrepr = session.collection_failure(violations)
-            return report
-
-    def start_reports(self) -> None:
-        """Register the hook that puts each phase's events on its report (once)."""
-        if not self.reporting:
-            self.config.pluginmanager.register(_Reports(self.session), _REPORTS)
-            self.reporting = True
-
-    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
-        if hasattr(report, REPORT_ATTR) or hasattr(report, ALLOWED_ATTR):
-            self.session.collect_events(report)
-
-    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        lines = self.session.summary()
-        if self.session.settings.verbose:
-            lines += ["every network event:", *self.session.verbose_table()]
-        if lines:
-            terminalreporter.section("netguard")
-            for line in lines:
-                terminalreporter.line(line)
-
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        report = self.session.settings.report
-        if report is None or hasattr(session.config, "workerinput"):
-            return  # under pytest-xdist the controller writes the report
-        self.session.write_report(str(report))
