@@ -3,6 +3,7 @@
     python benchmarks/suite_instructions.py                 200 and 400 tests, none + strict
     python benchmarks/suite_instructions.py --tests 300 --states none,strict,warn
     python benchmarks/suite_instructions.py --states none,hooks1,hooks6,strict
+    python benchmarks/suite_instructions.py --direct --jobs 2     5,000 tests, the ratio itself
 
 Wall-clock ratios of whole pytest runs move by several percent from run to run on a
 shared 2-core machine (benchmarks/suite.py quotes their medians and confidence
@@ -18,19 +19,27 @@ the fixed overhead, and the ratio a suite of ``--suite`` tests (default 5,000, t
 of benchmarks/suite.py) would see in instructions. Instructions are not time: Python
 code runs at a different number of instructions per cycle than the rest of a pytest run,
 so treat the ratio as a reproducible proxy of suite.py's wall-clock ratio, not a
-replacement.
+replacement. ``--direct`` counts one run of the whole ``--suite`` per state instead (about
+five minutes per state on this machine; ``--jobs 2`` runs two at a time): the ratio itself.
 
 The states ``hooks1`` and ``hooks6`` leave netguard out and load a plugin of no-op
 ``tryfirst`` hook implementations instead (one call per test; the six calls per test of
 strict mode's phase hooks): what pytest's hook dispatch costs any per-phase guard, before
 it does anything. The bytecode caches are warmed by one untimed run of each state first,
 and every run has ``PYTHONHASHSEED=0`` (a random seed moves the per-test counts by several
-thousand instructions between runs). Needs valgrind. Only 127.0.0.1 is contacted.
+thousand instructions between runs) and, where ``setarch -R`` exists, no address-space
+randomisation: a run's count is then exactly reproducible. It is still not a smooth
+function of the code: a change anywhere shifts when the garbage collector runs and which
+entries of CPython's type-attribute cache collide, which moves a 400-test run by a few
+million instructions either way. The split of N and 2N tests turns that into about 10k
+per test of uncertainty at the default N; ``--direct`` at 5,000 tests into about 0.03%.
+Needs valgrind. Only 127.0.0.1 is contacted.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import os
 import re
 import shutil
@@ -82,13 +91,29 @@ def write_noop_plugins(directory: str) -> None:
             f.write("\n".join(lines) + "\n")
 
 
-def count(python: str, directory: str, modules: list[str], state: str, env: dict[str, str]) -> int:
-    """Instructions of one ``pytest`` run of ``modules`` in ``state`` (callgrind's total)."""
-    with tempfile.NamedTemporaryFile(prefix="callgrind.", dir=directory) as out:
+def valgrind_prefix() -> list[str]:
+    """``valgrind --tool=callgrind``, under ``setarch -R`` where there is one: without
+    address-space randomisation a run's count is exactly reproducible (with it, object
+    addresses and so the order of identity-keyed dicts and sets change from run to run)."""
+    prefix = ["valgrind", "--tool=callgrind"]
+    setarch = shutil.which("setarch")
+    if setarch is not None and sys.platform.startswith("linux"):
+        prefix = [setarch, os.uname().machine, "-R", *prefix]
+    return prefix
+
+
+def count(
+    python: str, directory: str, out_dir: str, modules: list[str], state: str, env: dict[str, str]
+) -> int:
+    """Instructions of one ``pytest`` run of ``modules`` in ``state`` (callgrind's total).
+
+    callgrind writes its file into ``out_dir``, not the suite's directory: pytest's
+    rootdir is on ``sys.path``, and the import system lists that directory, so every file
+    added there changes what a run costs."""
+    with tempfile.NamedTemporaryFile(prefix=f"callgrind.{state}.", dir=out_dir) as out:
         proc = subprocess.run(
             [
-                "valgrind",
-                "--tool=callgrind",
+                *valgrind_prefix(),
                 f"--callgrind-out-file={out.name}",
                 python,
                 *suite_mod.PYTEST_ARGS,
@@ -116,6 +141,13 @@ def main(argv: list[str] | None = None) -> int:
         "--states", default="none,strict", help="comma list of " + ", ".join(STATES)
     )
     parser.add_argument("--suite", type=int, default=5000, help="suite size for the ratio")
+    parser.add_argument(
+        "--direct",
+        action="store_true",
+        help="count one run of --suite tests per state instead of N and 2N (slower: the "
+        "ratio itself, without the per-test and fixed split)",
+    )
+    parser.add_argument("--jobs", type=int, default=1, help="callgrind runs at a time")
     parser.add_argument("--seed", type=int, default=20240611)
     args = parser.parse_args(argv)
     states = args.states.split(",")
@@ -124,16 +156,19 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed")
     n = args.tests
+    sizes = (args.suite,) if args.direct else (n, 2 * n)
     with tempfile.TemporaryDirectory(prefix="netguard-instr-") as tmp:
         directory = os.path.join(tmp, "suite")
-        suite_mod.generate_suite(directory, 2 * n, args.seed)
+        out_dir = os.path.join(tmp, "callgrind")
+        os.mkdir(out_dir)
+        suite_mod.generate_suite(directory, max(sizes), args.seed)
         env = suite_mod.child_env(suite_mod.snapshot_package(os.path.join(tmp, "pkg")))
         plugins = os.path.join(tmp, "plugins")
         os.mkdir(plugins)
         write_noop_plugins(plugins)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), plugins]))
         modules = sorted(m for m in os.listdir(directory) if m.startswith("test_gen_"))
-        half = modules[: len(modules) // 2]
+        per_module = suite_mod.TESTS_PER_MODULE
         for state in states:  # warm the bytecode caches (pytest's rewritten ones too)
             subprocess.run(
                 [sys.executable, *suite_mod.PYTEST_ARGS, *STATES[state], *modules],
@@ -142,13 +177,38 @@ def main(argv: list[str] | None = None) -> int:
                 capture_output=True,
                 check=True,
             )
-        counts: dict[str, tuple[int, int]] = {}
+        runs = [(state, size) for state in states for size in sizes]
+        print(
+            f"  {len(runs)} runs under callgrind ({', '.join(map(str, sizes))} tests), "
+            f"{args.jobs} at a time...",
+            file=sys.stderr,
+        )
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            futures = {
+                run: pool.submit(
+                    count,
+                    sys.executable,
+                    directory,
+                    out_dir,
+                    modules[: run[1] // per_module],
+                    run[0],
+                    env,
+                )
+                for run in runs
+            }
+            totals = {run: future.result() for run, future in futures.items()}
+    if args.direct:
+        base = totals[("none", args.suite)]
+        rows = []
         for state in states:
-            print(f"  {state}: {n} and {2 * n} tests under callgrind...", file=sys.stderr)
-            counts[state] = (
-                count(sys.executable, directory, half, state, env),
-                count(sys.executable, directory, modules, state, env),
-            )
+            total = totals[(state, args.suite)]
+            over = f"{(total - base) / 1e6:+,.1f}M"
+            rows.append([state, f"{total / 1e6:,.1f}M", over, f"{total / base:.4f}"])
+        print(f"instructions (callgrind), suite of benchmarks/suite.py, {args.suite:,} tests")
+        headers = ["state", "total", "vs none", "ratio"]
+        print("\n".join(text_table(headers, rows, right={1, 2, 3})))
+        return 0
+    counts = {state: (totals[(state, n)], totals[(state, 2 * n)]) for state in states}
     base_small, base_big = counts["none"]
     base_per = (base_big - base_small) / n
     base_fixed = base_small - n * base_per

@@ -89,6 +89,16 @@ typedef struct {
     bool base_strict;
     bool audit_added;         /* PySys_AddAuditHook done (it cannot be undone) */
     bool installed;
+    /* The base switch (aim_base, enter_base, start_base, leave_base): the pytest plugin's
+       per-phase path. What the aimed test's phases run under, and the owner (the guard
+       violations are recorded on) of the phase that runs now. */
+    PyObject *aim_item;       /* the test whose phases enter_base() may start, or NULL */
+    PyObject *aim_owner;      /* what its phases are recorded on, NULL = nothing aimed */
+    PyObject *aim_policy;     /* its Policy, NULL = no checks */
+    bool aim_strict;
+    bool aim_quick;           /* enter_base() may start its phases (else Python does) */
+    PyObject *base_owner;     /* owner of the running phase, NULL between phases */
+    PyObject *str_phase, *str_violations;
     PyThreadState *in_hook;   /* thread currently inside a hook's original call */
 
     /* The last dotted quad parsed on the hot path: most code connects to the same few
@@ -1623,6 +1633,17 @@ restore_attr(PyObject *owner, const char *name, PyObject **saved)
     Py_CLEAR(*saved);
 }
 
+/* Forget the aimed test and the running phase's owner (not the base level). */
+static void
+clear_base_switch(ng_state *st)
+{
+    st->aim_strict = st->aim_quick = false;
+    Py_CLEAR(st->aim_item);
+    Py_CLEAR(st->aim_owner);
+    Py_CLEAR(st->aim_policy);
+    Py_CLEAR(st->base_owner);
+}
+
 static void
 do_uninstall(ng_state *st)
 {
@@ -1650,6 +1671,7 @@ do_uninstall(ng_state *st)
     Py_CLEAR(st->base);
     st->strict = st->top_strict = st->base_strict = st->top_set = false;
     st->installed = false;
+    clear_base_switch(st);
 }
 
 static PyObject *
@@ -1871,6 +1893,151 @@ ng_active(PyObject *module, PyObject *Py_UNUSED(ignored))
     return Py_NewRef(st->active ? st->active : Py_None);
 }
 
+/* The base switch. The plugin aims it once per test (aim_base) and then starts and ends
+   each phase with one call each (enter_base, leave_base), which do in C what the Python
+   side would: set the base level, name the phase on its owner, and tell whether the
+   ended phase left anything to report. */
+
+PyDoc_STRVAR(ng_aim_base_doc,
+"aim_base($module, item, owner, policy, strict, quick, /)\n--\n\n"
+"Aim the base switch at the phases of item (any object, compared by identity): each\n"
+"phase started by start_base() (or, when quick is true, by enter_base(item, ...)) sets\n"
+"the base level to policy (a Policy, or None for no checks) and strict, as\n"
+"activate_base() would, and makes owner (an object with a phase attribute to set and a\n"
+"violations list) the running phase's owner. owner None forgets the aim.");
+
+static PyObject *
+ng_aim_base(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    ng_state *st = PyModule_GetState(module);
+    int strict, quick;
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "aim_base() takes exactly 5 arguments");
+        return NULL;
+    }
+    if ((quick = PyObject_IsTrue(args[4])) < 0 ||
+        activation_args(st, "aim_base", args + 2, 2, &strict) < 0) {
+        return NULL;
+    }
+    PyObject *old_item = st->aim_item, *old_owner = st->aim_owner,
+             *old_policy = st->aim_policy;
+    bool aimed = args[1] != Py_None;
+    st->aim_item = aimed ? Py_NewRef(args[0]) : NULL;
+    st->aim_owner = aimed ? Py_NewRef(args[1]) : NULL;
+    st->aim_policy = aimed && args[2] != Py_None ? Py_NewRef(args[2]) : NULL;
+    st->aim_strict = strict && st->aim_policy != NULL;
+    st->aim_quick = aimed && quick;
+    /* last: a dealloc may run Python code, which must find the new aim in place */
+    Py_XDECREF(old_item);
+    Py_XDECREF(old_owner);
+    Py_XDECREF(old_policy);
+    Py_RETURN_NONE;
+}
+
+/* Start a phase of the aimed test: name it on the owner (unless phase is None), set the
+   base level to the aimed policy, and make the owner the running phase's. */
+static int
+base_start(ng_state *st, PyObject *phase)
+{
+    if (st->aim_owner == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "start_base(): nothing aimed (aim_base() first)");
+        return -1;
+    }
+    if (phase != Py_None && PyObject_SetAttr(st->aim_owner, st->str_phase, phase) < 0) {
+        return -1;
+    }
+    if (st->aim_owner == NULL) { /* the owner's __setattr__ forgot the aim */
+        PyErr_SetString(PyExc_RuntimeError, "start_base(): the aim changed while starting");
+        return -1;
+    }
+    PyObject *old_owner = st->base_owner;
+    st->base_owner = Py_NewRef(st->aim_owner);
+    set_level(st, &st->base, &st->base_strict, st->aim_policy ? st->aim_policy : Py_None,
+              st->aim_strict);
+    Py_XDECREF(old_owner);
+    return 0;
+}
+
+PyDoc_STRVAR(ng_enter_base_doc,
+"enter_base($module, item, phase, /)\n--\n\n"
+"Start a phase of item if it is the aimed test and the aim was quick, as\n"
+"start_base(phase) does, and return True; else change nothing and return False (then\n"
+"Python aims, or starts the phase itself).");
+
+static PyObject *
+ng_enter_base(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    ng_state *st = PyModule_GetState(module);
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "enter_base() takes exactly 2 arguments");
+        return NULL;
+    }
+    if (!st->aim_quick || args[0] != st->aim_item) {
+        Py_RETURN_FALSE;
+    }
+    if (base_start(st, args[1]) < 0) {
+        return NULL;
+    }
+    Py_RETURN_TRUE;
+}
+
+PyDoc_STRVAR(ng_start_base_doc,
+"start_base($module, phase, /)\n--\n\n"
+"Start a phase of the aimed test, whatever the aim's quick flag: phase (unless None)\n"
+"becomes the owner's phase attribute, the aimed policy the base level, the owner the\n"
+"running phase's (replacing a phase that never ended). RuntimeError if nothing is aimed.");
+
+static PyObject *
+ng_start_base(PyObject *module, PyObject *phase)
+{
+    if (base_start(PyModule_GetState(module), phase) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(ng_leave_base_doc,
+"leave_base($module, /)\n--\n\n"
+"End the running phase: the base level is cleared. Returns its owner when Python has\n"
+"something to do (the owner's violations list is not empty, or the aim was not quick or\n"
+"has changed), else None; None too when no phase runs.");
+
+static PyObject *
+ng_leave_base(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    ng_state *st = PyModule_GetState(module);
+    PyObject *owner = st->base_owner; /* its reference passes to this call */
+    if (owner == NULL) {
+        Py_RETURN_NONE;
+    }
+    st->base_owner = NULL;
+    set_level(st, &st->base, &st->base_strict, Py_None, false);
+    if (!st->aim_quick || owner != st->aim_owner) {
+        return owner;
+    }
+    PyObject *violations = PyObject_GetAttr(owner, st->str_violations);
+    int any = violations == NULL ? -1 : PyObject_IsTrue(violations);
+    Py_XDECREF(violations);
+    if (any > 0) {
+        return owner;
+    }
+    Py_DECREF(owner);
+    if (any < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(ng_base_owner_doc,
+"base_owner($module, /)\n--\n\nThe owner of the running phase, or None between phases.");
+
+static PyObject *
+ng_base_owner(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    ng_state *st = PyModule_GetState(module);
+    return Py_NewRef(st->base_owner ? st->base_owner : Py_None);
+}
+
 static PyMethodDef ng_methods[] = {
     {"install", (PyCFunction)ng_install, METH_O, ng_install_doc},
     {"uninstall", (PyCFunction)ng_uninstall, METH_NOARGS, ng_uninstall_doc},
@@ -1880,6 +2047,12 @@ static PyMethodDef ng_methods[] = {
     {"activate_base", (PyCFunction)(void (*)(void))ng_activate_base, METH_FASTCALL,
      ng_activate_base_doc},
     {"active", (PyCFunction)ng_active, METH_NOARGS, ng_active_doc},
+    {"aim_base", (PyCFunction)(void (*)(void))ng_aim_base, METH_FASTCALL, ng_aim_base_doc},
+    {"enter_base", (PyCFunction)(void (*)(void))ng_enter_base, METH_FASTCALL,
+     ng_enter_base_doc},
+    {"start_base", (PyCFunction)ng_start_base, METH_O, ng_start_base_doc},
+    {"leave_base", (PyCFunction)ng_leave_base, METH_NOARGS, ng_leave_base_doc},
+    {"base_owner", (PyCFunction)ng_base_owner, METH_NOARGS, ng_base_owner_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1950,6 +2123,11 @@ ng_exec(PyObject *module)
             return -1;
         }
     }
+    st->str_phase = PyUnicode_InternFromString("phase");
+    st->str_violations = PyUnicode_InternFromString("violations");
+    if (st->str_phase == NULL || st->str_violations == NULL) {
+        return -1;
+    }
     st->policy_type = PyType_FromModuleAndSpec(module, &Policy_spec, NULL);
     if (st->policy_type == NULL || PyModule_AddObjectRef(module, "Policy", st->policy_type) < 0) {
         return -1;
@@ -1975,6 +2153,10 @@ ng_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->active);
     Py_VISIT(st->top);
     Py_VISIT(st->base);
+    Py_VISIT(st->aim_item);
+    Py_VISIT(st->aim_owner);
+    Py_VISIT(st->aim_policy);
+    Py_VISIT(st->base_owner);
     return 0;
 }
 
@@ -1986,6 +2168,9 @@ ng_clear(PyObject *module)
         return 0;
     }
     do_uninstall(st);
+    clear_base_switch(st);
+    Py_CLEAR(st->str_phase);
+    Py_CLEAR(st->str_violations);
     Py_CLEAR(st->policy_type);
     Py_CLEAR(st->sock_type);
     Py_CLEAR(st->socket_class);

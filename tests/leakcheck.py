@@ -9,7 +9,8 @@ of the process)::
 Every operation of the C core is repeated: allowed and denied socket calls on loopback
 (connect, connect_ex, sendto, sendmsg, a hostname connect, AF_UNIX, the audit backstop,
 warn mode), allowed and denied lookups (getaddrinfo, gethostbyname, gethostbyaddr,
-getnameinfo, a lookup that learns addresses), and policy builds with to_bytes/from_bytes.
+getnameinfo, a lookup that learns addresses), policy builds with to_bytes/from_bytes, and
+the base switch (a test's phases through the plugin's per-phase path).
 Each operation first runs a warm-up (caches, free lists, the learned-address dict), then
 N times (N // 10 for the slow ones: real lookups in /etc/hosts, policy builds) between two
 measurements of:
@@ -175,6 +176,34 @@ def main() -> int:
         p = c.compile(build_rules)
         c.from_bytes(p.to_bytes()).allows("10.1.0.1", 80)
 
+    class Owner:
+        """What the base switch records a phase on."""
+
+        def __init__(self) -> None:
+            self.phase = ""
+            self.violations: list[int] = []
+
+    owner = Owner()
+
+    def base_switch() -> None:
+        # a test's phases through the plugin's path: aimed at a new item, three clean
+        # phases, one with a violation, one started by Python; the aim then forgotten
+        item = Owner()  # any object
+        ng.aim_base(item, owner, deny, True, True)
+        for phase in ("setup", "call", "teardown"):
+            ng.enter_base(item, phase)
+            if ng.leave_base() is not None:
+                raise AssertionError("a clean phase was handed to Python")
+        owner.violations.append(1)
+        ng.enter_base(item, "call")
+        if ng.leave_base() is not owner:
+            raise AssertionError("a phase with a violation was not handed to Python")
+        owner.violations.clear()
+        ng.aim_base(item, owner, None, False, False)
+        ng.start_base("setup")
+        ng.leave_base()
+        ng.aim_base(None, None, None, False, False)
+
     here = ("127.0.0.1", port)
     ops = [
         Op("connect allowed", allow, lambda: udp.connect(here)),
@@ -218,6 +247,7 @@ def main() -> int:
         ),
         Op("getnameinfo denied", deny, lambda: socket.getnameinfo(OUTSIDE, 0), denied=True),
         Op("policy build + blob", None, build, slow=True),
+        Op("base switch", allow, base_switch),
     ]
 
     def run(op: Op, times: int) -> None:

@@ -39,6 +39,7 @@ __all__ = [
     "MODES",
     "Guard",
     "active_guard",
+    "aim_base",
     "enter_base",
     "exempt_loopback",
     "guard",
@@ -62,11 +63,11 @@ _pinned = False
 # (compiled policy or None, strict) of the innermost guard of the stack, as activated
 # through this module; None while the stack is empty (the base guard's policy holds then).
 _state: tuple[Any, bool] | None = None
-# Mode of the guard that exited last: judges a denial that races the exit of every guard.
+# Mode of the guard that exited (or was aimed at) last: judges a denial that races the
+# exit of every guard.
 _fallback_mode = "strict"
-# The base guard, beneath the stack: the pytest plugin's guard of the phase that runs now
-# (see enter_base()); None between phases and outside pytest.
-_base: Guard | None = None
+# The base guard, beneath the stack (the pytest plugin's guard of the phase that runs now)
+# is the owner of the implementation's base switch: see aim_base() and _base_guard().
 
 
 class Guard:
@@ -132,8 +133,9 @@ class Guard:
 
     @property
     def active(self) -> bool:
-        """True between ``__enter__`` and ``__exit__``."""
-        return self._pushed
+        """True between ``__enter__`` and ``__exit__`` (or while the phase it is the base
+        guard of runs)."""
+        return self._pushed or _base_guard() is self
 
     @property
     def enforcing(self) -> bool:
@@ -280,7 +282,8 @@ def _release() -> None:
     global _hooks, _owned, _state
     if _hooks is not None:
         _hooks.deactivate()
-        _hooks.activate_base(None, False)
+        _hooks.leave_base()
+        _hooks.aim_base(None, None, None, False, False)
         if _owned:
             _hooks.uninstall()
     _hooks = None
@@ -374,45 +377,60 @@ def uninstall_hooks() -> None:
     """Undo :func:`install_hooks`. ``RuntimeError`` while a guard is active."""
     global _pinned
     with _lock:
-        if _stack or _base is not None:
+        if _stack or _base_guard() is not None:
             raise RuntimeError("cannot uninstall netguard's hooks while a guard is active")
         _pinned = False
         _release()
 
 
-def enter_base(g: Guard) -> None:
-    """Make ``g`` the base guard, beneath every guard of the stack, and activate its policy.
+def aim_base(item: object, g: Guard, *, quick: bool) -> None:
+    """Aim the implementation's base switch at the phases of ``item``, to run under ``g``:
+    from now on each phase the switch starts makes ``g`` the base guard, beneath every
+    guard of the stack, and its policy the base level.
 
-    The pytest plugin's path, once per phase of every test, lighter than entering a guard:
-    the hooks must be installed (:func:`install_hooks`) and ``g`` built by the same
-    implementation. Guards entered during the phase nest on top of it: the implementation
-    judges by the innermost of the stack while there is one (``activate``) and by the
-    base's policy otherwise (``activate_base``), so no lock is needed here. A violation
-    while no guard of the stack is active is recorded on it. :func:`leave_base` ends it.
+    The pytest plugin's path, once per test: the hooks must be installed
+    (:func:`install_hooks`) and ``g`` built by the same implementation. The plugin then
+    starts and ends each phase with one call of the implementation each: ``enter_base
+    (item, phase)``, which starts the phase when ``quick`` (else Python does, with
+    ``start_base(phase)``: the test's setup must fail, or events are observed), and
+    ``leave_base()``, which returns ``g`` only when the phase recorded a violation (or the
+    aim was not quick). Guards entered during a phase nest on top of it: the
+    implementation judges by the innermost of the stack while there is one and by the
+    base's policy otherwise, so no lock is needed. A violation while no guard of the stack
+    is active is recorded on the base guard.
     """
-    global _base
-    _base = g
-    g._pushed = True
-    _hooks.activate_base(*g._state)  # type: ignore[union-attr]
+    global _fallback_mode
+    _fallback_mode = g.mode
+    _hooks.aim_base(item, g, *g._state, quick)  # type: ignore[union-attr]
+
+
+def enter_base(g: Guard) -> None:
+    """Make ``g`` the base guard now, until :func:`leave_base` (:func:`aim_base` at ``g``
+    itself, then the phase started; the phase ``g`` names is left as it is)."""
+    aim_base(g, g, quick=False)
+    _hooks.start_base(None)  # type: ignore[union-attr]
 
 
 def leave_base() -> Guard | None:
-    """End :func:`enter_base`; return the base guard it ended, or ``None`` if none."""
-    global _base, _fallback_mode
-    g = _base
-    if g is None:
+    """End the running phase; return its base guard, or ``None`` if none ran."""
+    hooks = _hooks
+    if hooks is None:
         return None
-    _base = None
-    g._pushed = False
-    _fallback_mode = g.mode
-    _hooks.activate_base(None, False)  # type: ignore[union-attr]
-    return g
+    g = hooks.base_owner()
+    hooks.leave_base()
+    return g  # type: ignore[no-any-return]
+
+
+def _base_guard() -> Guard | None:
+    """The base guard of the running phase, or ``None``."""
+    hooks = _hooks
+    return None if hooks is None else hooks.base_owner()  # type: ignore[no-any-return]
 
 
 def active_guard() -> Guard | None:
     """The innermost active guard, or ``None``."""
     with _lock:
-        return _stack[-1] if _stack else _base
+        return _stack[-1] if _stack else _base_guard()
 
 
 # --------------------------------------------------------------------------- the callback
@@ -463,7 +481,7 @@ def _on_denied(op: str, family: int, host: str | None, port: int | None) -> None
     if getattr(_exempt, "depth", 0) and _is_loopback(family, host):
         return
     with _lock:
-        g = _stack[-1] if _stack else _base
+        g = _stack[-1] if _stack else _base_guard()
         mode = g.mode if g is not None else _fallback_mode
     stacklevel, frame = _user_frame()
     violation = Violation(

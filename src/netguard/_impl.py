@@ -66,12 +66,15 @@ class Impl(Record):
     ``_reference.py``. ``compile(rules, *, allow_all=False, dns_localhost=True)`` returns
     a compiled policy; ``activate(policy, strict)`` sets the guard stack's level, until
     ``deactivate()``; ``activate_base(policy, strict)`` what holds while the stack's level
-    is unset. The rest are the module's functions of the same names.
+    is unset; ``aim_base``, ``enter_base``, ``start_base``, ``leave_base`` and
+    ``base_owner`` are the base switch, the pytest plugin's per-phase path. The rest are
+    the module's functions of the same names.
     """
 
     __slots__ = (
         "name", "path", "module", "compile", "from_bytes", "install", "uninstall",
-        "is_installed", "activate", "deactivate", "activate_base", "active",
+        "is_installed", "activate", "deactivate", "activate_base", "active", "aim_base",
+        "enter_base", "start_base", "leave_base", "base_owner",
     )
     name: str
     path: str
@@ -85,6 +88,11 @@ class Impl(Record):
     deactivate: Callable[[], None]
     activate_base: Callable[[Any, bool], None]
     active: Callable[[], Any]
+    aim_base: Callable[[object, Any, Any, bool, bool], None]
+    enter_base: Callable[[object, str | None], bool]
+    start_base: Callable[[str | None], None]
+    leave_base: Callable[[], Any]
+    base_owner: Callable[[], Any]
 
     def __init__(
         self,
@@ -100,6 +108,11 @@ class Impl(Record):
         deactivate: Callable[[], None],
         activate_base: Callable[[Any, bool], None],
         active: Callable[[], Any],
+        aim_base: Callable[[object, Any, Any, bool, bool], None],
+        enter_base: Callable[[object, str | None], bool],
+        start_base: Callable[[str | None], None],
+        leave_base: Callable[[], Any],
+        base_owner: Callable[[], Any],
     ) -> None:
         init(self, "name", name)
         init(self, "path", path)
@@ -113,6 +126,11 @@ class Impl(Record):
         init(self, "deactivate", deactivate)
         init(self, "activate_base", activate_base)
         init(self, "active", active)
+        init(self, "aim_base", aim_base)
+        init(self, "enter_base", enter_base)
+        init(self, "start_base", start_base)
+        init(self, "leave_base", leave_base)
+        init(self, "base_owner", base_owner)
 
     def __repr__(self) -> str:
         return f"<netguard implementation {self.name!r} from {self.path}>"
@@ -178,6 +196,11 @@ def load(name: str) -> Impl:
         deactivate=module.deactivate,
         activate_base=module.activate_base,
         active=module.active,
+        aim_base=module.aim_base,
+        enter_base=module.enter_base,
+        start_base=module.start_base,
+        leave_base=module.leave_base,
+        base_owner=module.base_owner,
     )
     _loaded[name] = impl
     return impl

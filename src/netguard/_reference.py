@@ -73,9 +73,14 @@ __all__ = [
     "activate",
     "activate_base",
     "active",
+    "aim_base",
+    "base_owner",
     "deactivate",
+    "enter_base",
     "install",
     "is_installed",
+    "leave_base",
+    "start_base",
     "uninstall",
 ]
 
@@ -691,6 +696,10 @@ class _State:
         self.strict = False
         self.top: tuple[Policy | None, bool] | None = None
         self.base: tuple[Policy | None, bool] = (None, False)
+        # the base switch: (item, owner, policy, strict, quick) of the aimed test, or
+        # None; and the owner of the running phase
+        self.aim: tuple[object, Any, Policy | None, bool, bool] | None = None
+        self.base_owner: Any = None
 
     def update(self) -> None:
         self.policy, self.strict = self.top if self.top is not None else self.base
@@ -1010,6 +1019,7 @@ def uninstall() -> None:
             return
         _state.installation = None
         _state.top, _state.base = None, (None, False)
+        _state.aim = _state.base_owner = None
         _state.update()
         _restore(inst)
 
@@ -1055,3 +1065,70 @@ def activate_base(policy: Policy | None, strict: bool) -> None:
 def active() -> Policy | None:
     """The active policy, or ``None``."""
     return _state.policy
+
+
+# The base switch: the pytest plugin aims it once per test and starts and ends each phase
+# with one call each. The C core does there what the Python side otherwise would.
+
+
+def aim_base(item: object, owner: Any, policy: Policy | None, strict: bool, quick: bool) -> None:
+    """Aim the base switch at the phases of ``item`` (compared by identity): each phase
+    started by :func:`start_base` (or, when ``quick``, by :func:`enter_base`) sets the
+    base level to ``policy`` and ``strict`` as :func:`activate_base` would, and makes
+    ``owner`` (an object with a ``phase`` attribute and a ``violations`` list) the running
+    phase's owner. ``owner=None`` forgets the aim."""
+    quick = bool(quick)
+    level = _level(policy, strict)
+    with _state.lock:
+        _state.aim = None if owner is None else (item, owner, *level, quick)
+
+
+def _start(aim: tuple[object, Any, Policy | None, bool, bool], phase: str | None) -> None:
+    owner = aim[1]
+    if phase is not None:
+        owner.phase = phase
+    with _state.lock:
+        _state.base_owner = owner
+        _state.base = (aim[2], aim[3])
+        _state.update()
+
+
+def enter_base(item: object, phase: str | None) -> bool:
+    """Start a phase of ``item`` as :func:`start_base` does if it is the aimed test and
+    the aim was quick, and return True; else change nothing and return False."""
+    aim = _state.aim
+    if aim is None or not aim[4] or aim[0] is not item:
+        return False
+    _start(aim, phase)
+    return True
+
+
+def start_base(phase: str | None) -> None:
+    """Start a phase of the aimed test: ``phase`` (unless None) becomes the owner's
+    ``phase``, the aimed policy the base level, the owner the running phase's."""
+    aim = _state.aim
+    if aim is None:
+        raise RuntimeError("start_base(): nothing aimed (aim_base() first)")
+    _start(aim, phase)
+
+
+def leave_base() -> Any:
+    """End the running phase (the base level is cleared). Return its owner when Python has
+    something to do (its violations, an aim that was not quick or has changed), else
+    None; None too when no phase runs."""
+    with _state.lock:
+        owner = _state.base_owner
+        if owner is None:
+            return None
+        _state.base_owner = None
+        _state.base = (None, False)
+        _state.update()
+        aim = _state.aim
+    if aim is None or not aim[4] or aim[1] is not owner or owner.violations:
+        return owner
+    return None
+
+
+def base_owner() -> Any:
+    """The owner of the running phase, or None between phases."""
+    return _state.base_owner

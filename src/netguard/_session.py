@@ -23,7 +23,7 @@ import pytest
 
 from netguard._guard import (
     Guard,
-    enter_base,
+    aim_base,
     exempt_loopback,
     guard,
     install_hooks,
@@ -87,6 +87,9 @@ class NetguardSession:
         self._marker_cache = MarkerCache()
         self._info = self.default
         self._problem: str | None = None
+        # the implementation's base switch, called by every phase (see _start)
+        self._enter_base = self.impl.enter_base
+        self._leave_base = self.impl.leave_base
         # (node id, phase) -> (violations, allowed events) of a phase, until its report
         self._pending: dict[tuple[str, str], tuple[list[Any], list[Any]]] = {}
         # every violation of the run, from this process or from xdist workers' reports
@@ -145,50 +148,49 @@ class NetguardSession:
     # pytest_runtest_makereport, which pytest calls as soon as the phase is over, before
     # it builds the phase's report. The plugin registers this object for these four hooks.
     # Plain implementations, no wrappers, and as few calls as they can be: they run six
-    # times per test. A clean phase costs a policy pointer swap each way.
+    # times per test. The guard is aimed at each test once (_switch: the implementation's
+    # base switch, netguard._guard.aim_base); then a clean phase is one call of the
+    # implementation each way, enter_base and leave_base (C: a policy pointer swap each),
+    # and Python runs only for a new test, a marker problem, observed events or a
+    # violation.
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
-        if item is not self._item:
-            self._switch(item)
-        if self._problem is not None:
-            pytest.fail(f"netguard: {self._problem}", pytrace=False)
-        g = self._guard
-        g.phase = "setup"
-        if self.observing:
-            self._current = (g.test, "setup", g.size, self._info)  # type: ignore[assignment]
-        enter_base(g)  # (replacing the base of a phase that never reached its report)
+        if not self._enter_base(item, "setup"):
+            self._start(item, "setup")
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_call(self, item: pytest.Item) -> None:
-        if item is not self._item:
-            self._switch(item)
-        g = self._guard
-        g.phase = "call"
-        if self.observing:
-            self._current = (g.test, "call", g.size, self._info)  # type: ignore[assignment]
-        enter_base(g)
+        if not self._enter_base(item, "call"):
+            self._start(item, "call")
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_teardown(self, item: pytest.Item) -> None:
-        if item is not self._item:
-            self._switch(item)
-        g = self._guard
-        g.phase = "teardown"
-        if self.observing:
-            self._current = (g.test, "teardown", g.size, self._info)  # type: ignore[assignment]
-        enter_base(g)
+        if not self._enter_base(item, "teardown"):
+            self._start(item, "teardown")
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> None:
         """End the phase, before pytest reports it (returns None: pytest's own
         implementation makes the report)."""
         __tracebackhide__ = True  # the report shows the violation, not this frame
-        g = leave_base()
-        if self.observing:
-            self._current = None
-        if g is not None and (g.violations or self._observed):
+        g = self._leave_base()
+        if g is not None:
             self._end_phase(item, call, g)
+
+    def _start(self, item: pytest.Item, phase: str) -> None:
+        """Start a phase the quick path left to Python: the first of a new test, or one of
+        a test whose setup fails for a marker problem, or one whose events are observed."""
+        if item is not self._item:
+            self._switch(item)
+            if self._enter_base(item, phase):
+                return
+        if self._problem is not None and phase == "setup":
+            pytest.fail(f"netguard: {self._problem}", pytrace=False)
+        if self.observing:
+            g = self._guard
+            self._current = (g.test, phase, g.size, self._info)  # type: ignore[assignment]
+        self.impl.start_base(phase)  # (replacing a phase that never reached its report)
 
     def _switch(self, item: pytest.Item) -> None:
         """Aim the guard at ``item``, whose phases start now: its policy and size, and the
@@ -204,12 +206,17 @@ class NetguardSession:
         if g.warned is not None:
             g.warned = set()  # warn mode: once per test and destination
         self._item, self._info = item, info
+        aim_base(item, g, quick=self._problem is None and not self.observing)
 
     def _end_phase(self, item: pytest.Item, call: pytest.CallInfo[None], g: Guard) -> None:
-        """A phase with violations or observed events: keep them for its report (see
-        :meth:`take_report`); in strict mode a violation the phase swallowed becomes the
-        phase's error, so its report fails."""
+        """A phase the quick path left to Python (see :meth:`_start`): keep its violations
+        and observed events for its report (see :meth:`take_report`); in strict mode a
+        violation the phase swallowed becomes the phase's error, so its report fails."""
         __tracebackhide__ = True
+        if self.observing:
+            self._current = None
+        if not g.violations and not self._observed:
+            return
         events = [event_dict(v) for v in g.violations]
         self._pending[(item.nodeid, g.phase or "")] = (events, self.take_observed())
         if self.on_first_events is not None:
