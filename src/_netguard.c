@@ -98,7 +98,7 @@ typedef struct {
     bool aim_strict;
     bool aim_quick;           /* enter_base() may start its phases (else Python does) */
     PyObject *base_owner;     /* owner of the running phase, NULL between phases */
-    PyObject *str_phase, *str_violations;
+    bool base_marked;         /* the running phase has something to report */
     PyThreadState *in_hook;   /* thread currently inside a hook's original call */
 
     /* The last dotted quad parsed on the hot path: most code connects to the same few
@@ -693,6 +693,9 @@ deny(ng_state *st, int op, int family, PyObject *host, long port)
     port_obj = port >= 0 ? PyLong_FromLong(port) : Py_NewRef(Py_None);
     if (port_obj == NULL) {
         return -1;
+    }
+    if (st->base_owner != NULL) {
+        st->base_marked = true; /* leave_base() hands the phase to Python */
     }
     PyObject *cb = Py_NewRef(st->callback); /* the callback may uninstall */
     res = PyObject_CallFunction(cb, "OiOO", st->str_op[op], family, host, port_obj);
@@ -1637,7 +1640,7 @@ restore_attr(PyObject *owner, const char *name, PyObject **saved)
 static void
 clear_base_switch(ng_state *st)
 {
-    st->aim_strict = st->aim_quick = false;
+    st->aim_strict = st->aim_quick = st->base_marked = false;
     Py_CLEAR(st->aim_item);
     Py_CLEAR(st->aim_owner);
     Py_CLEAR(st->aim_policy);
@@ -1895,16 +1898,17 @@ ng_active(PyObject *module, PyObject *Py_UNUSED(ignored))
 
 /* The base switch. The plugin aims it once per test (aim_base) and then starts and ends
    each phase with one call each (enter_base, leave_base), which do in C what the Python
-   side would: set the base level, name the phase on its owner, and tell whether the
-   ended phase left anything to report. */
+   side would: set the base level, and tell whether the ended phase left anything to
+   report. They touch no attribute of the owner: a denial during the phase (deny() above)
+   or mark_base() is what makes a phase worth reporting. */
 
 PyDoc_STRVAR(ng_aim_base_doc,
 "aim_base($module, item, owner, policy, strict, quick, /)\n--\n\n"
 "Aim the base switch at the phases of item (any object, compared by identity): each\n"
-"phase started by start_base() (or, when quick is true, by enter_base(item, ...)) sets\n"
-"the base level to policy (a Policy, or None for no checks) and strict, as\n"
-"activate_base() would, and makes owner (an object with a phase attribute to set and a\n"
-"violations list) the running phase's owner. owner None forgets the aim.");
+"phase started by start_base() (or, when quick is true, by enter_base(item)) sets the\n"
+"base level to policy (a Policy, or None for no checks) and strict, as activate_base()\n"
+"would, and makes owner (what the caller records the phase's violations on) the running\n"
+"phase's owner. owner None forgets the aim.");
 
 static PyObject *
 ng_aim_base(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -1934,64 +1938,66 @@ ng_aim_base(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
-/* Start a phase of the aimed test: name it on the owner (unless phase is None), set the
-   base level to the aimed policy, and make the owner the running phase's. */
-static int
-base_start(ng_state *st, PyObject *phase)
+/* Start a phase of the aimed test (the caller checked there is one): the aimed policy
+   becomes the base level, the owner the running phase's, with nothing to report yet. */
+static void
+base_start(ng_state *st)
 {
-    if (st->aim_owner == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "start_base(): nothing aimed (aim_base() first)");
-        return -1;
-    }
-    if (phase != Py_None && PyObject_SetAttr(st->aim_owner, st->str_phase, phase) < 0) {
-        return -1;
-    }
-    if (st->aim_owner == NULL) { /* the owner's __setattr__ forgot the aim */
-        PyErr_SetString(PyExc_RuntimeError, "start_base(): the aim changed while starting");
-        return -1;
-    }
     PyObject *old_owner = st->base_owner;
     st->base_owner = Py_NewRef(st->aim_owner);
+    st->base_marked = false;
     set_level(st, &st->base, &st->base_strict, st->aim_policy ? st->aim_policy : Py_None,
               st->aim_strict);
     Py_XDECREF(old_owner);
-    return 0;
 }
 
 PyDoc_STRVAR(ng_enter_base_doc,
-"enter_base($module, item, phase, /)\n--\n\n"
-"Start a phase of item if it is the aimed test and the aim was quick, as\n"
-"start_base(phase) does, and return True; else change nothing and return False (then\n"
-"Python aims, or starts the phase itself).");
+"enter_base($module, item, /)\n--\n\n"
+"Start a phase of item if it is the aimed test and the aim was quick, as start_base()\n"
+"does, and return True; else change nothing and return False (then Python aims, or\n"
+"starts the phase itself).");
 
 static PyObject *
-ng_enter_base(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+ng_enter_base(PyObject *module, PyObject *item)
 {
     ng_state *st = PyModule_GetState(module);
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "enter_base() takes exactly 2 arguments");
-        return NULL;
-    }
-    if (!st->aim_quick || args[0] != st->aim_item) {
+    if (!st->aim_quick || item != st->aim_item) {
         Py_RETURN_FALSE;
     }
-    if (base_start(st, args[1]) < 0) {
-        return NULL;
-    }
+    base_start(st);
     Py_RETURN_TRUE;
 }
 
 PyDoc_STRVAR(ng_start_base_doc,
-"start_base($module, phase, /)\n--\n\n"
-"Start a phase of the aimed test, whatever the aim's quick flag: phase (unless None)\n"
-"becomes the owner's phase attribute, the aimed policy the base level, the owner the\n"
-"running phase's (replacing a phase that never ended). RuntimeError if nothing is aimed.");
+"start_base($module, /)\n--\n\n"
+"Start a phase of the aimed test, whatever the aim's quick flag: the aimed policy becomes\n"
+"the base level, the owner the running phase's (replacing a phase that never ended).\n"
+"RuntimeError if nothing is aimed.");
 
 static PyObject *
-ng_start_base(PyObject *module, PyObject *phase)
+ng_start_base(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
-    if (base_start(PyModule_GetState(module), phase) < 0) {
+    ng_state *st = PyModule_GetState(module);
+    if (st->aim_owner == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "start_base(): nothing aimed (aim_base() first)");
         return NULL;
+    }
+    base_start(st);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(ng_mark_base_doc,
+"mark_base($module, /)\n--\n\n"
+"Say that the running phase has something to report (violations recorded without a\n"
+"denial of these hooks: native mode's), so that leave_base() returns its owner. No-op\n"
+"between phases.");
+
+static PyObject *
+ng_mark_base(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    ng_state *st = PyModule_GetState(module);
+    if (st->base_owner != NULL) {
+        st->base_marked = true;
     }
     Py_RETURN_NONE;
 }
@@ -1999,8 +2005,8 @@ ng_start_base(PyObject *module, PyObject *phase)
 PyDoc_STRVAR(ng_leave_base_doc,
 "leave_base($module, /)\n--\n\n"
 "End the running phase: the base level is cleared. Returns its owner when Python has\n"
-"something to do (the owner's violations list is not empty, or the aim was not quick or\n"
-"has changed), else None; None too when no phase runs.");
+"something to do (the hooks denied a call during the phase, mark_base() was called, or\n"
+"the aim was not quick or has changed), else None; None too when no phase runs.");
 
 static PyObject *
 ng_leave_base(PyObject *module, PyObject *Py_UNUSED(ignored))
@@ -2010,21 +2016,14 @@ ng_leave_base(PyObject *module, PyObject *Py_UNUSED(ignored))
     if (owner == NULL) {
         Py_RETURN_NONE;
     }
+    bool report = st->base_marked || !st->aim_quick || owner != st->aim_owner;
     st->base_owner = NULL;
+    st->base_marked = false;
     set_level(st, &st->base, &st->base_strict, Py_None, false);
-    if (!st->aim_quick || owner != st->aim_owner) {
-        return owner;
-    }
-    PyObject *violations = PyObject_GetAttr(owner, st->str_violations);
-    int any = violations == NULL ? -1 : PyObject_IsTrue(violations);
-    Py_XDECREF(violations);
-    if (any > 0) {
+    if (report) {
         return owner;
     }
     Py_DECREF(owner);
-    if (any < 0) {
-        return NULL;
-    }
     Py_RETURN_NONE;
 }
 
@@ -2048,9 +2047,9 @@ static PyMethodDef ng_methods[] = {
      ng_activate_base_doc},
     {"active", (PyCFunction)ng_active, METH_NOARGS, ng_active_doc},
     {"aim_base", (PyCFunction)(void (*)(void))ng_aim_base, METH_FASTCALL, ng_aim_base_doc},
-    {"enter_base", (PyCFunction)(void (*)(void))ng_enter_base, METH_FASTCALL,
-     ng_enter_base_doc},
-    {"start_base", (PyCFunction)ng_start_base, METH_O, ng_start_base_doc},
+    {"enter_base", (PyCFunction)ng_enter_base, METH_O, ng_enter_base_doc},
+    {"start_base", (PyCFunction)ng_start_base, METH_NOARGS, ng_start_base_doc},
+    {"mark_base", (PyCFunction)ng_mark_base, METH_NOARGS, ng_mark_base_doc},
     {"leave_base", (PyCFunction)ng_leave_base, METH_NOARGS, ng_leave_base_doc},
     {"base_owner", (PyCFunction)ng_base_owner, METH_NOARGS, ng_base_owner_doc},
     {NULL, NULL, 0, NULL},
@@ -2123,11 +2122,6 @@ ng_exec(PyObject *module)
             return -1;
         }
     }
-    st->str_phase = PyUnicode_InternFromString("phase");
-    st->str_violations = PyUnicode_InternFromString("violations");
-    if (st->str_phase == NULL || st->str_violations == NULL) {
-        return -1;
-    }
     st->policy_type = PyType_FromModuleAndSpec(module, &Policy_spec, NULL);
     if (st->policy_type == NULL || PyModule_AddObjectRef(module, "Policy", st->policy_type) < 0) {
         return -1;
@@ -2169,8 +2163,6 @@ ng_clear(PyObject *module)
     }
     do_uninstall(st);
     clear_base_switch(st);
-    Py_CLEAR(st->str_phase);
-    Py_CLEAR(st->str_violations);
     Py_CLEAR(st->policy_type);
     Py_CLEAR(st->sock_type);
     Py_CLEAR(st->socket_class);

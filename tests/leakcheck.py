@@ -176,33 +176,37 @@ def main() -> int:
         p = c.compile(build_rules)
         c.from_bytes(p.to_bytes()).allows("10.1.0.1", 80)
 
-    class Owner:
-        """What the base switch records a phase on."""
-
-        def __init__(self) -> None:
-            self.phase = ""
-            self.violations: list[int] = []
-
-    owner = Owner()
+    owner = object()
 
     def base_switch() -> None:
         # a test's phases through the plugin's path: aimed at a new item, three clean
-        # phases, one with a violation, one started by Python; the aim then forgotten
-        item = Owner()  # any object
-        ng.aim_base(item, owner, deny, True, True)
-        for phase in ("setup", "call", "teardown"):
-            ng.enter_base(item, phase)
+        # phases, one with a denied call, one marked, one started by Python; the aim then
+        # forgotten
+        item = object()
+        ng.deactivate()  # the base level judges (run() set the stack's)
+        ng.aim_base(item, owner, deny, False, True)
+        for _ in range(3):
+            ng.enter_base(item)
             if ng.leave_base() is not None:
                 raise AssertionError("a clean phase was handed to Python")
-        owner.violations.append(1)
-        ng.enter_base(item, "call")
+        ng.enter_base(item)
+        try:
+            udp.connect(here)
+        except Denied as exc:
+            denied = exc  # raised again at the end: run() counts it
+        else:
+            raise AssertionError("the base level did not deny")
         if ng.leave_base() is not owner:
-            raise AssertionError("a phase with a violation was not handed to Python")
-        owner.violations.clear()
+            raise AssertionError("a phase with a denied call was not handed to Python")
+        ng.enter_base(item)
+        ng.mark_base()
+        if ng.leave_base() is not owner:
+            raise AssertionError("a marked phase was not handed to Python")
         ng.aim_base(item, owner, None, False, False)
-        ng.start_base("setup")
+        ng.start_base()
         ng.leave_base()
         ng.aim_base(None, None, None, False, False)
+        raise denied
 
     here = ("127.0.0.1", port)
     ops = [
@@ -247,7 +251,7 @@ def main() -> int:
         ),
         Op("getnameinfo denied", deny, lambda: socket.getnameinfo(OUTSIDE, 0), denied=True),
         Op("policy build + blob", None, build, slow=True),
-        Op("base switch", allow, base_switch),
+        Op("base switch", None, base_switch, denied=True),
     ]
 
     def run(op: Op, times: int) -> None:

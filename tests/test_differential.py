@@ -516,27 +516,19 @@ def test_unix_globs_match_bytes(glob: str, path: str, expected: bool) -> None:
 # --------------------------------------------------------------------------- base switch
 
 
-class _Owner:
-    def __init__(self) -> None:
-        self.phase: str | None = None
-        self.violations: list[int] = []
-
-
 @pytest.mark.parametrize("seed", range(8))
 def test_base_switch_sequences_agree(seed: int) -> None:
-    # Random sequences of the plugin's per-phase calls (aim, enter, start, leave, with
-    # violations coming and going and the stack's level set and cleared), applied to
-    # both implementations in lockstep: every answer, every owner's phase, the running
-    # phase's owner and the active policy agree after each step.
+    # Random sequences of the plugin's per-phase calls (aim, enter, start, mark, leave,
+    # the stack's level set and cleared), applied to both implementations in lockstep:
+    # every answer, the running phase's owner and the active policy agree after each step.
     rng = random.Random(seed)
-    steps = ("aim", "aim", "enter", "enter", "start", "leave", "leave", "v", "top")
+    steps = ("aim", "aim", "enter", "enter", "start", "mark", "leave", "leave", "top")
     items = [object() for _ in range(3)]
+    owners = [object() for _ in range(3)]
     impls = (C, REF)
-    owners = [[_Owner() for _ in range(3)] for _ in impls]
     policies = [
         [None, *(impl.compile(rules_of(["127.0.0.0/8"])) for _ in range(2))] for impl in impls
     ]
-    phases = ["setup", "call", "teardown", None]
 
     def index(value: object, pool: Sequence[object]) -> int | None:
         for i, candidate in enumerate(pool):
@@ -554,45 +546,35 @@ def test_base_switch_sequences_agree(seed: int) -> None:
                 owner = rng.choice([0, 1, 2, None])
                 quick = rng.random() < 0.7
                 args = [rng.randrange(3), owner, rng.randrange(3), rng.random() < 0.5, quick]
-            elif what in ("enter", "start"):
-                args = [rng.randrange(3), rng.choice(phases)]
-            elif what == "v":
-                args = [rng.randrange(3), rng.random() < 0.5]
-            else:
+            elif what == "enter":
+                args = [rng.randrange(3)]
+            elif what == "top":
                 args = [rng.random() < 0.5]
             results = []
             for k, impl in enumerate(impls):
                 if what == "aim":
                     i, j, p, strict, quick = args
-                    owner = None if j is None else owners[k][j]
+                    owner = None if j is None else owners[j]
                     results.append(impl.aim_base(items[i], owner, policies[k][p], strict, quick))
                 elif what == "enter":
-                    results.append(impl.enter_base(items[args[0]], args[1]))
+                    results.append(impl.enter_base(items[args[0]]))
                 elif what == "start":
                     try:
-                        impl.start_base(args[1])
+                        impl.start_base()
                         results.append("started")
                     except RuntimeError as exc:
                         results.append(str(exc))
+                elif what == "mark":
+                    results.append(impl.mark_base())
                 elif what == "leave":
-                    results.append(index(impl.leave_base(), owners[k]))
-                elif what == "v":
-                    j, add = args
-                    if add:
-                        owners[k][j].violations.append(step)
-                    else:
-                        owners[k][j].violations.clear()
-                    results.append(None)
+                    results.append(index(impl.leave_base(), owners))
                 elif args[0]:
-                    impl.activate(None, False)
-                    results.append(None)
+                    results.append(impl.activate(None, False))
                 else:
-                    impl.deactivate()
-                    results.append(None)
+                    results.append(impl.deactivate())
             where = f"step {step}: {what} {args}"
             assert results[0] == results[1], where
-            assert [o.phase for o in owners[0]] == [o.phase for o in owners[1]], where
-            assert index(C.base_owner(), owners[0]) == index(REF.base_owner(), owners[1]), where
+            assert index(C.base_owner(), owners) == index(REF.base_owner(), owners), where
             assert index(C.active(), policies[0]) == index(REF.active(), policies[1]), where
     finally:
         C.uninstall()

@@ -1089,25 +1089,13 @@ def test_the_stack_level_overrides_the_base_level(
     assert denied == ["127.0.0.1", "127.0.0.1"]
 
 
-class _Owner:
-    """What the base switch records a phase on: a ``phase`` and a ``violations`` list."""
-
-    def __init__(self) -> None:
-        self.phase: str | None = None
-        self.violations: list[object] = []
-
-
 class _Item:
     """A test, as the base switch sees one: compared by identity (weakref-able here)."""
 
 
-class _PhaseOnly:
-    __slots__ = ("phase",)
-
-
 def test_the_base_switch(impl: _impl.Impl, loopback_udp: socket.socket) -> None:
     # The plugin's per-phase path: aimed once per test, then one call starts a phase and
-    # one ends it, and Python hears of a phase only when it has something to do.
+    # one ends it, and Python hears of a phase only when it has something to report.
     denied: list[str | None] = []
 
     def callback(op: str, family: int, host: str | None, port: int | None) -> None:
@@ -1126,25 +1114,28 @@ def test_the_base_switch(impl: _impl.Impl, loopback_udp: socket.socket) -> None:
         assert loopback_udp.recv(16) == b"x"
         return True
 
-    item, other, owner = _Item(), _Item(), _Owner()
+    item, other, owner = _Item(), _Item(), object()
     impl.install(callback)
     try:
         impl.aim_base(item, owner, nothing, True, True)
         assert impl.base_owner() is None and impl.active() is None and sends()  # aimed only
-        assert impl.enter_base(other, "setup") is False  # not the aimed test: nothing starts
-        assert impl.base_owner() is None and owner.phase is None
-        assert impl.enter_base(item, "setup") is True
-        assert owner.phase == "setup" and impl.base_owner() is owner
-        assert impl.active() is nothing and not sends()
-        owner.violations.append("v")
-        assert impl.leave_base() is owner  # a violation: Python reports the phase
-        assert impl.base_owner() is None and impl.active() is None and sends()
-        owner.violations.clear()
-        assert impl.enter_base(item, "call") is True
+        assert impl.enter_base(other) is False  # not the aimed test: nothing starts
+        assert impl.base_owner() is None
+        assert impl.enter_base(item) is True
+        assert impl.base_owner() is owner and impl.active() is nothing
         assert impl.leave_base() is None  # a clean phase: nothing for Python
+        assert impl.base_owner() is None and impl.active() is None and sends()
         assert impl.leave_base() is None  # and none runs now
+        assert impl.enter_base(item) is True
+        assert not sends()  # denied: the phase has something to report
+        assert impl.leave_base() is owner
+        assert impl.enter_base(item) is True and impl.leave_base() is None  # reset per phase
+        impl.mark_base()  # between phases: no-op
+        assert impl.enter_base(item) is True
+        impl.mark_base()  # native mode's violations, recorded without a denial here
+        assert impl.leave_base() is owner
         # the stack's level wins over the base's, as with activate_base()
-        assert impl.enter_base(item, "teardown") is True
+        assert impl.enter_base(item) is True
         impl.activate(None, False)
         assert impl.active() is None and sends()
         impl.deactivate()
@@ -1152,44 +1143,32 @@ def test_the_base_switch(impl: _impl.Impl, loopback_udp: socket.socket) -> None:
         assert impl.leave_base() is None
         # not quick (a marker problem, observed events): Python starts each phase itself
         impl.aim_base(item, owner, None, False, False)
-        assert impl.enter_base(item, "setup") is False and impl.base_owner() is None
-        impl.start_base("setup")
-        assert owner.phase == "setup" and impl.base_owner() is owner and impl.active() is None
-        impl.start_base(None)  # replaces a phase that never ended; the phase stays named
-        assert owner.phase == "setup" and impl.leave_base() is owner
+        assert impl.enter_base(item) is False and impl.base_owner() is None
+        impl.start_base()
+        assert impl.base_owner() is owner and impl.active() is None
+        impl.start_base()  # replaces a phase that never ended
+        assert impl.leave_base() is owner
         # aimed at the next test while a phase runs: the ended phase's owner comes back
         impl.aim_base(item, owner, nothing, True, True)
-        assert impl.enter_base(item, "call") is True
-        impl.aim_base(other, _Owner(), nothing, True, True)
+        assert impl.enter_base(item) is True
+        impl.aim_base(other, object(), nothing, True, True)
         assert impl.leave_base() is owner
         # refused calls change nothing
         with pytest.raises(TypeError):
             impl.aim_base(item, owner, "127.0.0.0/8", False, True)
         with pytest.raises(TypeError):
-            impl.enter_base(other)  # type: ignore[call-arg]
-        assert impl.enter_base(other, "setup") is True and impl.active() is nothing
+            impl.enter_base(other, "setup")  # type: ignore[call-arg]
+        assert impl.enter_base(other) is True and impl.active() is nothing
         assert impl.leave_base() is None
-        # an owner that cannot take the phase, or has no violations list: an error, and
-        # no phase left running
-        with pytest.raises(AttributeError):
-            impl.aim_base(item, object(), nothing, True, True)
-            impl.enter_base(item, "setup")
-        assert impl.base_owner() is None and impl.active() is None
-        impl.aim_base(item, _PhaseOnly(), nothing, True, True)
-        assert impl.enter_base(item, "setup") is True
-        with pytest.raises(AttributeError):
-            impl.leave_base()
-        assert impl.base_owner() is None and impl.active() is None
     finally:
-        assert impl.base_owner() is None
         impl.aim_base(item, owner, nothing, True, True)
-        assert impl.enter_base(item, "setup") is True
+        assert impl.enter_base(item) is True
         impl.uninstall()
     # uninstalling ends the phase and forgets the aim, and with it every reference
     assert impl.base_owner() is None and impl.active() is None
-    assert impl.enter_base(item, "setup") is False
+    assert impl.enter_base(item) is False
     with pytest.raises(RuntimeError, match="nothing aimed"):
-        impl.start_base("setup")
+        impl.start_base()
     gone = weakref.ref(item)
     del item
     gc.collect()
@@ -1198,14 +1177,14 @@ def test_the_base_switch(impl: _impl.Impl, loopback_udp: socket.socket) -> None:
 
 
 def test_forgetting_the_aim(impl: _impl.Impl) -> None:
-    item, owner = _Item(), _Owner()
+    item, owner = _Item(), _Item()
     impl.aim_base(item, owner, None, False, True)  # no policy: no install needed
-    assert impl.enter_base(item, "call") is True and impl.base_owner() is owner
+    assert impl.enter_base(item) is True and impl.base_owner() is owner
     assert impl.leave_base() is None
     impl.aim_base(None, None, None, False, False)
-    assert impl.enter_base(None, "call") is False
+    assert impl.enter_base(None) is False
     with pytest.raises(RuntimeError, match="nothing aimed"):
-        impl.start_base("call")
+        impl.start_base()
     gone = weakref.ref(item), weakref.ref(owner)
     del item, owner
     gc.collect()

@@ -390,11 +390,12 @@ def aim_base(item: object, g: Guard, *, quick: bool) -> None:
 
     The pytest plugin's path, once per test: the hooks must be installed
     (:func:`install_hooks`) and ``g`` built by the same implementation. The plugin then
-    starts and ends each phase with one call of the implementation each: ``enter_base
-    (item, phase)``, which starts the phase when ``quick`` (else Python does, with
-    ``start_base(phase)``: the test's setup must fail, or events are observed), and
-    ``leave_base()``, which returns ``g`` only when the phase recorded a violation (or the
-    aim was not quick). Guards entered during a phase nest on top of it: the
+    names the phase (``g.phase``) and starts and ends it with one call of the
+    implementation each: ``enter_base(item)``, which starts the phase when ``quick`` (else
+    Python does, with ``start_base()``: the test's setup must fail, or events are
+    observed), and ``leave_base()``, which returns ``g`` only when the phase has something
+    to report (a call was denied, ``mark_base()`` was called, or the aim was not quick).
+    Guards entered during a phase nest on top of it: the
     implementation judges by the innermost of the stack while there is one and by the
     base's policy otherwise, so no lock is needed. A violation while no guard of the stack
     is active is recorded on the base guard.
@@ -406,9 +407,9 @@ def aim_base(item: object, g: Guard, *, quick: bool) -> None:
 
 def enter_base(g: Guard) -> None:
     """Make ``g`` the base guard now, until :func:`leave_base` (:func:`aim_base` at ``g``
-    itself, then the phase started; the phase ``g`` names is left as it is)."""
+    itself, then the phase started)."""
     aim_base(g, g, quick=False)
-    _hooks.start_base(None)  # type: ignore[union-attr]
+    _hooks.start_base()  # type: ignore[union-attr]
 
 
 def leave_base() -> Guard | None:

@@ -66,15 +66,15 @@ class Impl(Record):
     ``_reference.py``. ``compile(rules, *, allow_all=False, dns_localhost=True)`` returns
     a compiled policy; ``activate(policy, strict)`` sets the guard stack's level, until
     ``deactivate()``; ``activate_base(policy, strict)`` what holds while the stack's level
-    is unset; ``aim_base``, ``enter_base``, ``start_base``, ``leave_base`` and
-    ``base_owner`` are the base switch, the pytest plugin's per-phase path. The rest are
+    is unset; ``aim_base``, ``enter_base``, ``start_base``, ``mark_base``, ``leave_base``
+    and ``base_owner`` are the base switch, the pytest plugin's per-phase path. The rest are
     the module's functions of the same names.
     """
 
     __slots__ = (
         "name", "path", "module", "compile", "from_bytes", "install", "uninstall",
         "is_installed", "activate", "deactivate", "activate_base", "active", "aim_base",
-        "enter_base", "start_base", "leave_base", "base_owner",
+        "enter_base", "start_base", "mark_base", "leave_base", "base_owner",
     )
     name: str
     path: str
@@ -89,8 +89,9 @@ class Impl(Record):
     activate_base: Callable[[Any, bool], None]
     active: Callable[[], Any]
     aim_base: Callable[[object, Any, Any, bool, bool], None]
-    enter_base: Callable[[object, str | None], bool]
-    start_base: Callable[[str | None], None]
+    enter_base: Callable[[object], bool]
+    start_base: Callable[[], None]
+    mark_base: Callable[[], None]
     leave_base: Callable[[], Any]
     base_owner: Callable[[], Any]
 
@@ -109,8 +110,9 @@ class Impl(Record):
         activate_base: Callable[[Any, bool], None],
         active: Callable[[], Any],
         aim_base: Callable[[object, Any, Any, bool, bool], None],
-        enter_base: Callable[[object, str | None], bool],
-        start_base: Callable[[str | None], None],
+        enter_base: Callable[[object], bool],
+        start_base: Callable[[], None],
+        mark_base: Callable[[], None],
         leave_base: Callable[[], Any],
         base_owner: Callable[[], Any],
     ) -> None:
@@ -129,6 +131,7 @@ class Impl(Record):
         init(self, "aim_base", aim_base)
         init(self, "enter_base", enter_base)
         init(self, "start_base", start_base)
+        init(self, "mark_base", mark_base)
         init(self, "leave_base", leave_base)
         init(self, "base_owner", base_owner)
 
@@ -199,6 +202,7 @@ def load(name: str) -> Impl:
         aim_base=module.aim_base,
         enter_base=module.enter_base,
         start_base=module.start_base,
+        mark_base=module.mark_base,
         leave_base=module.leave_base,
         base_owner=module.base_owner,
     )

@@ -127,6 +127,7 @@ class NativePhases:
         children = self.files.drain()
         if events or children:
             self._attribute(item, events, children)
+            self.session._core.mark_base()  # the session's end of the phase reports them
 
     def _enter(self, item: pytest.Item, phase: str) -> None:
         session = self.session

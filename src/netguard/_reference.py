@@ -80,6 +80,7 @@ __all__ = [
     "install",
     "is_installed",
     "leave_base",
+    "mark_base",
     "start_base",
     "uninstall",
 ]
@@ -684,6 +685,8 @@ class _Installation:
         return policy
 
     def deny(self, op: str, family: int, host: str, port: int | None) -> None:
+        if _state.base_owner is not None:
+            _state.base_marked = True  # leave_base() hands the phase to Python
         self.callback(op, family, host, port)
 
 
@@ -697,9 +700,10 @@ class _State:
         self.top: tuple[Policy | None, bool] | None = None
         self.base: tuple[Policy | None, bool] = (None, False)
         # the base switch: (item, owner, policy, strict, quick) of the aimed test, or
-        # None; and the owner of the running phase
+        # None; the owner of the running phase, and whether it has something to report
         self.aim: tuple[object, Any, Policy | None, bool, bool] | None = None
         self.base_owner: Any = None
+        self.base_marked = False
 
     def update(self) -> None:
         self.policy, self.strict = self.top if self.top is not None else self.base
@@ -1020,6 +1024,7 @@ def uninstall() -> None:
         _state.installation = None
         _state.top, _state.base = None, (None, False)
         _state.aim = _state.base_owner = None
+        _state.base_marked = False
         _state.update()
         _restore(inst)
 
@@ -1068,65 +1073,73 @@ def active() -> Policy | None:
 
 
 # The base switch: the pytest plugin aims it once per test and starts and ends each phase
-# with one call each. The C core does there what the Python side otherwise would.
+# with one call each. The C core does there what the Python side otherwise would. Nothing
+# reads the owner's attributes: a denial during the phase (_Installation.deny) or
+# mark_base() is what makes a phase worth reporting.
 
 
 def aim_base(item: object, owner: Any, policy: Policy | None, strict: bool, quick: bool) -> None:
     """Aim the base switch at the phases of ``item`` (compared by identity): each phase
     started by :func:`start_base` (or, when ``quick``, by :func:`enter_base`) sets the
     base level to ``policy`` and ``strict`` as :func:`activate_base` would, and makes
-    ``owner`` (an object with a ``phase`` attribute and a ``violations`` list) the running
-    phase's owner. ``owner=None`` forgets the aim."""
+    ``owner`` (what the caller records the phase's violations on) the running phase's
+    owner. ``owner=None`` forgets the aim."""
     quick = bool(quick)
     level = _level(policy, strict)
     with _state.lock:
         _state.aim = None if owner is None else (item, owner, *level, quick)
 
 
-def _start(aim: tuple[object, Any, Policy | None, bool, bool], phase: str | None) -> None:
-    owner = aim[1]
-    if phase is not None:
-        owner.phase = phase
+def _start(aim: tuple[object, Any, Policy | None, bool, bool]) -> None:
     with _state.lock:
-        _state.base_owner = owner
+        _state.base_owner = aim[1]
+        _state.base_marked = False
         _state.base = (aim[2], aim[3])
         _state.update()
 
 
-def enter_base(item: object, phase: str | None) -> bool:
+def enter_base(item: object) -> bool:
     """Start a phase of ``item`` as :func:`start_base` does if it is the aimed test and
     the aim was quick, and return True; else change nothing and return False."""
     aim = _state.aim
     if aim is None or not aim[4] or aim[0] is not item:
         return False
-    _start(aim, phase)
+    _start(aim)
     return True
 
 
-def start_base(phase: str | None) -> None:
-    """Start a phase of the aimed test: ``phase`` (unless None) becomes the owner's
-    ``phase``, the aimed policy the base level, the owner the running phase's."""
+def start_base() -> None:
+    """Start a phase of the aimed test: the aimed policy becomes the base level, the owner
+    the running phase's (replacing a phase that never ended)."""
     aim = _state.aim
     if aim is None:
         raise RuntimeError("start_base(): nothing aimed (aim_base() first)")
-    _start(aim, phase)
+    _start(aim)
+
+
+def mark_base() -> None:
+    """Say that the running phase has something to report (violations recorded without a
+    denial of these hooks), so that :func:`leave_base` returns its owner."""
+    with _state.lock:
+        if _state.base_owner is not None:
+            _state.base_marked = True
 
 
 def leave_base() -> Any:
     """End the running phase (the base level is cleared). Return its owner when Python has
-    something to do (its violations, an aim that was not quick or has changed), else
-    None; None too when no phase runs."""
+    something to do (a denial during the phase, :func:`mark_base`, an aim that was not
+    quick or has changed), else None; None too when no phase runs."""
     with _state.lock:
         owner = _state.base_owner
         if owner is None:
             return None
+        aim = _state.aim
+        report = _state.base_marked or aim is None or not aim[4] or aim[1] is not owner
         _state.base_owner = None
+        _state.base_marked = False
         _state.base = (None, False)
         _state.update()
-        aim = _state.aim
-    if aim is None or not aim[4] or aim[1] is not owner or owner.violations:
-        return owner
-    return None
+    return owner if report else None
 
 
 def base_owner() -> Any:

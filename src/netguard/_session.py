@@ -87,9 +87,9 @@ class NetguardSession:
         self._marker_cache = MarkerCache()
         self._info = self.default
         self._problem: str | None = None
-        # the implementation's base switch, called by every phase (see _start)
-        self._enter_base = self.impl.enter_base
-        self._leave_base = self.impl.leave_base
+        # the implementation's module: each phase calls its base switch (see _start), a
+        # module attribute being the cheapest call there is
+        self._core = self.impl.module
         # (node id, phase) -> (violations, allowed events) of a phase, until its report
         self._pending: dict[tuple[str, str], tuple[list[Any], list[Any]]] = {}
         # every violation of the run, from this process or from xdist workers' reports
@@ -149,24 +149,27 @@ class NetguardSession:
     # it builds the phase's report. The plugin registers this object for these four hooks.
     # Plain implementations, no wrappers, and as few calls as they can be: they run six
     # times per test. The guard is aimed at each test once (_switch: the implementation's
-    # base switch, netguard._guard.aim_base); then a clean phase is one call of the
-    # implementation each way, enter_base and leave_base (C: a policy pointer swap each),
-    # and Python runs only for a new test, a marker problem, observed events or a
-    # violation.
+    # base switch, netguard._guard.aim_base); then a clean phase is its name set on the
+    # guard and one call of the implementation each way, enter_base and leave_base (C: a
+    # policy pointer swap each, touching no Python object), and Python runs only for a
+    # new test, a marker problem, observed events or a denied call.
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
-        if not self._enter_base(item, "setup"):
+        self._guard.phase = "setup"
+        if not self._core.enter_base(item):
             self._start(item, "setup")
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_call(self, item: pytest.Item) -> None:
-        if not self._enter_base(item, "call"):
+        self._guard.phase = "call"
+        if not self._core.enter_base(item):
             self._start(item, "call")
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_teardown(self, item: pytest.Item) -> None:
-        if not self._enter_base(item, "teardown"):
+        self._guard.phase = "teardown"
+        if not self._core.enter_base(item):
             self._start(item, "teardown")
 
     @pytest.hookimpl(tryfirst=True)
@@ -174,7 +177,7 @@ class NetguardSession:
         """End the phase, before pytest reports it (returns None: pytest's own
         implementation makes the report)."""
         __tracebackhide__ = True  # the report shows the violation, not this frame
-        g = self._leave_base()
+        g = self._core.leave_base()
         if g is not None:
             self._end_phase(item, call, g)
 
@@ -183,14 +186,14 @@ class NetguardSession:
         a test whose setup fails for a marker problem, or one whose events are observed."""
         if item is not self._item:
             self._switch(item)
-            if self._enter_base(item, phase):
+            if self._core.enter_base(item):
                 return
         if self._problem is not None and phase == "setup":
             pytest.fail(f"netguard: {self._problem}", pytrace=False)
         if self.observing:
             g = self._guard
             self._current = (g.test, phase, g.size, self._info)  # type: ignore[assignment]
-        self.impl.start_base(phase)  # (replacing a phase that never reached its report)
+        self._core.start_base()  # (replacing a phase that never reached its report)
 
     def _switch(self, item: pytest.Item) -> None:
         """Aim the guard at ``item``, whose phases start now: its policy and size, and the
