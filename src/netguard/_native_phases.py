@@ -72,6 +72,22 @@ class NativePhases:
     ``NativeUnsupported`` or ``RuntimeError`` when native mode cannot run here.
     """
 
+    # slots: see NetguardSession's
+    __slots__ = (
+        "session",
+        "strict",
+        "record",
+        "files",
+        "_saved",
+        "_static",
+        "_policies",
+        "_item",
+        "_index",
+        "_env_set",
+        "_closed",
+        "init_errors",
+    )
+
     def __init__(self, session: NetguardSession) -> None:
         self.session = session
         self.strict = session.settings.mode == "strict"

@@ -63,6 +63,33 @@ PLUGIN_NAMES = (REPORTS, NATIVE, PHASES, ENFORCING)
 class NetguardSession:
     """The enforcing side of the plugin for one pytest session."""
 
+    # Slots, as on every object the per-test hooks read: pluggy's registration calls
+    # dir() on a plugin, which gives a plain instance a materialized __dict__, and CPython
+    # 3.11 then reads its attributes the slow, generic way (7 times per test for _core).
+    __slots__ = (
+        "settings",
+        "policies",
+        "impl",
+        "_socketpair",
+        "default",
+        "_plain",
+        "_guard",
+        "_item",
+        "_marker_cache",
+        "_info",
+        "_problem",
+        "_core",
+        "_pending",
+        "events",
+        "allowed",
+        "_collection_warned",
+        "_current",
+        "_observed",
+        "on_first_events",
+        "observing",
+        "native",
+    )
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.policies = PolicySet(settings.allow_rules)
@@ -438,6 +465,8 @@ class Reports:
     report. tryfirst: before pytest-xdist's worker sends the report to the controller.
     """
 
+    __slots__ = ("session",)
+
     def __init__(self, session: NetguardSession) -> None:
         self.session = session
 
@@ -453,6 +482,8 @@ class Reports:
 class Enforcing:
     """The hooks that enforce and report, registered by ``pytest_configure`` only when
     the mode is not ``off``."""
+
+    __slots__ = ("config", "session", "reporting")
 
     def __init__(self, config: pytest.Config, session: NetguardSession) -> None:
         self.config = config
