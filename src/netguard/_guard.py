@@ -192,18 +192,26 @@ class Guard:
         count = len(self.violations)
         raise self.violations[0].error(swallowed=count, escalated=self.mode != "strict")
 
-    # The pytest plugin enters one guard per test once per phase (setup, call, teardown)
-    # through _push/_pop, setting ``phase`` in between; ``with`` enters a guard once.
+    # The pytest plugin re-aims one guard at each test (_aim) and makes it the base guard
+    # of each phase through the implementation's base switch (aim_base() below), setting
+    # ``phase``; ``with`` enters a guard once.
 
-    def _aim(self, policy: Policy, *, test: str | None, size: str | None) -> None:
+    def _aim(self, policy: Policy | None, test: str | None, size: str | None) -> None:
         """Point this (inactive) guard at another policy and test: the plugin re-aims its
-        one guard when a new test starts."""
+        one guard when a new test starts (in warn mode with a new set of destinations
+        warned about: one warning per test and destination)."""
         if self._pushed:
             raise RuntimeError("an active netguard Guard cannot change its policy")
         self.policy = policy
         self.test = test
         self.size = size
-        self._state = self._activation()
+        mode = self.mode
+        if policy is None or mode == "off":
+            self._state = (None, False)
+        else:
+            self._state = (policy._compiled, mode == "strict")
+        if self.warned is not None:
+            self.warned = set()
 
     def _activation(self) -> tuple[Any, bool]:
         """What entering activates: (compiled policy or None, strict)."""
@@ -383,7 +391,7 @@ def uninstall_hooks() -> None:
         _release()
 
 
-def aim_base(item: object, g: Guard, *, quick: bool) -> None:
+def aim_base(item: object, g: Guard, quick: bool) -> None:
     """Aim the implementation's base switch at the phases of ``item``, to run under ``g``:
     from now on each phase the switch starts makes ``g`` the base guard, beneath every
     guard of the stack, and its policy the base level.
@@ -408,7 +416,7 @@ def aim_base(item: object, g: Guard, *, quick: bool) -> None:
 def enter_base(g: Guard) -> None:
     """Make ``g`` the base guard now, until :func:`leave_base` (:func:`aim_base` at ``g``
     itself, then the phase started)."""
-    aim_base(g, g, quick=False)
+    aim_base(g, g, False)
     _hooks.start_base()  # type: ignore[union-attr]
 
 

@@ -76,6 +76,7 @@ class NetguardSession:
         "_guard",
         "_item",
         "_marker_cache",
+        "_default_size",
         "_info",
         "_problem",
         "_core",
@@ -112,6 +113,7 @@ class NetguardSession:
         self._item: pytest.Item | None = None
         # what the markers of each collector (module, class) and its parents say
         self._marker_cache = MarkerCache()
+        self._default_size = settings.default_size
         self._info = self.default
         self._problem: str | None = None
         # the implementation's module: each phase calls its base switch (see _start), a
@@ -226,17 +228,15 @@ class NetguardSession:
         """Aim the guard at ``item``, whose phases start now: its policy and size, and the
         marker problem that fails its setup. One guard serves every test."""
         # the common case, no netguard marker but plain size markers: a quick scan
-        size = simple_size(item, self.settings.default_size, self._marker_cache)
+        size = simple_size(item, self._default_size, self._marker_cache)
         if size is not None:
-            info, self._problem = self._plain[size], None
+            info, problem = self._plain[size], None
         else:
-            info, size, self._problem = self._resolve(item)
+            info, size, problem = self._resolve(item)
+        self._item, self._info, self._problem = item, info, problem
         g = self._guard
-        g._aim(info.policy, test=item.nodeid, size=size)
-        if g.warned is not None:
-            g.warned = set()  # warn mode: once per test and destination
-        self._item, self._info = item, info
-        aim_base(item, g, quick=self._problem is None and not self.observing)
+        g._aim(info.policy, item.nodeid, size)
+        aim_base(item, g, problem is None and not self.observing)
 
     def _end_phase(self, item: pytest.Item, call: pytest.CallInfo[None], g: Guard) -> None:
         """A phase the quick path left to Python (see :meth:`_start`): keep its violations

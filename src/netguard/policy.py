@@ -674,8 +674,9 @@ def simple_size(item: Any, default: str, cache: MarkerCache | None = None) -> st
     full path, which also explains every mistake. ``cache`` remembers what each parent
     node's chain says, so each test scans only its own markers.
     """
-    own = _scan(item.own_markers)
-    if own == _COMPLEX:
+    marks = item.own_markers
+    own = _scan(marks) if marks else None
+    if own is _COMPLEX:
         return None
     parent = getattr(item, "parent", None)
     if cache is None:
@@ -685,7 +686,7 @@ def simple_size(item: Any, default: str, cache: MarkerCache | None = None) -> st
     else:
         outer = _outer(parent, cache.by_node)
         cache.last_node, cache.last = parent, outer
-    if outer == _COMPLEX:
+    if outer is _COMPLEX:
         return None
     return own or outer or default
 
@@ -699,11 +700,11 @@ def _outer(node: Any, cache: dict[int, str | None] | None) -> str | None:
         if known is not _UNKNOWN:
             return known  # type: ignore[return-value]
     here = _scan(getattr(node, "own_markers", ()))
-    if here == _COMPLEX:
+    if here is _COMPLEX:
         result: str | None = _COMPLEX
     else:
         up = _outer(getattr(node, "parent", None), cache)
-        result = _COMPLEX if up == _COMPLEX else (here or up)
+        result = _COMPLEX if up is _COMPLEX else (here or up)
     if cache is not None:
         cache[id(node)] = result  # nodes live as long as the session that keeps the cache
     return result
