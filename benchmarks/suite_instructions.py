@@ -32,7 +32,7 @@ randomisation: a run's count is then exactly reproducible. It is still not a smo
 function of the code: a change anywhere shifts when the garbage collector runs and which
 entries of CPython's type-attribute cache collide, which moves a 400-test run by a few
 million instructions either way. The split of N and 2N tests turns that into about 10k
-per test of uncertainty at the default N; ``--direct`` at 5,000 tests into about 0.03%.
+per test of uncertainty at the default N; ``--direct`` at 5,000 tests into about 0.2%.
 Needs valgrind. Only 127.0.0.1 is contacted.
 """
 
