@@ -1032,6 +1032,18 @@ def test_the_base_guard(impl: _impl.Impl, loopback_tcp: tuple[str, int]) -> None
         _guard.uninstall_hooks()
 
 
+def _udp_send_arrives(receiver: socket.socket) -> bool:
+    """Whether a datagram sent to ``receiver`` (a bound loopback UDP socket) gets there:
+    False when the hooks deny the ``sendto``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.sendto(b"x", receiver.getsockname())
+        except OSError:
+            return False
+    assert receiver.recv(16) == b"x"
+    return True
+
+
 def test_the_stack_level_overrides_the_base_level(
     impl: _impl.Impl, loopback_udp: socket.socket
 ) -> None:
@@ -1046,16 +1058,9 @@ def test_the_stack_level_overrides_the_base_level(
 
     nothing = impl.compile([])
     loopback = impl.compile([parse_rule("127.0.0.0/8", source="test")])
-    address = loopback_udp.getsockname()
 
     def sends() -> bool:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            try:
-                s.sendto(b"x", address)
-            except OSError:
-                return False
-        assert loopback_udp.recv(16) == b"x"
-        return True
+        return _udp_send_arrives(loopback_udp)
 
     impl.install(callback)
     try:
@@ -1103,16 +1108,9 @@ def test_the_base_switch(impl: _impl.Impl, loopback_udp: socket.socket) -> None:
         raise OSError(13, "denied")
 
     nothing = impl.compile([])
-    address = loopback_udp.getsockname()
 
     def sends() -> bool:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            try:
-                s.sendto(b"x", address)
-            except OSError:
-                return False
-        assert loopback_udp.recv(16) == b"x"
-        return True
+        return _udp_send_arrives(loopback_udp)
 
     item, other, owner = _Item(), _Item(), object()
     impl.install(callback)
