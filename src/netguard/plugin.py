@@ -47,7 +47,7 @@ class _StandardImports:
 
     pytest rewrites the asserts of every module in a plugin's distribution. Its hook reads
     each cached module with ``marshal.load`` from the open file, some ten times slower
-    than Python's loader (about 12 ms for what strict mode imports, a pytest run's largest
+    than Python's loader (about 12 ms of reading for what strict mode imports, a run's largest
     fixed cost of netguard's), and where site-packages is read-only it parses and rewrites
     the source in every run, as the rewritten bytecode cannot be cached. netguard has no
     asserts for pytest to explain. ``netguard`` and this module are imported before the
