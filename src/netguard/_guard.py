@@ -205,11 +205,7 @@ class Guard:
         self.policy = policy
         self.test = test
         self.size = size
-        mode = self.mode
-        if policy is None or mode == "off":
-            self._state = (None, False)
-        else:
-            self._state = (policy._compiled, mode == "strict")
+        self._state = self._activation()
         if self.warned is not None:
             self.warned = set()
 
@@ -403,10 +399,10 @@ def aim_base(item: object, g: Guard, quick: bool) -> None:
     Python does, with ``start_base()``: the test's setup must fail, or events are
     observed), and ``leave_base()``, which returns ``g`` only when the phase has something
     to report (a call was denied, ``mark_base()`` was called, or the aim was not quick).
-    Guards entered during a phase nest on top of it: the
-    implementation judges by the innermost of the stack while there is one and by the
-    base's policy otherwise, so no lock is needed. A violation while no guard of the stack
-    is active is recorded on the base guard.
+    Guards entered during a phase nest on top of it: the implementation judges by the
+    innermost of the stack while there is one and by the base's policy otherwise, so no
+    lock is needed. A violation while no guard of the stack is active is recorded on the
+    base guard.
     """
     global _fallback_mode
     _fallback_mode = g.mode
