@@ -2,7 +2,7 @@
 
     python benchmarks/suite_instructions.py                 200 and 400 tests, none + strict
     python benchmarks/suite_instructions.py --tests 300 --states none,strict,warn
-    python benchmarks/suite_instructions.py --states none,hooks1,hooks6,strict
+    python benchmarks/suite_instructions.py --states none,hooks1,wrap3,strict
     python benchmarks/suite_instructions.py --direct --jobs 2     5,000 tests, the ratio itself
 
 Wall-clock ratios of whole pytest runs move by several percent from run to run on a
@@ -22,10 +22,10 @@ so treat the ratio as a reproducible proxy of suite.py's wall-clock ratio, not a
 replacement. ``--direct`` counts one run of the whole ``--suite`` per state instead (about
 five minutes per state on this machine; ``--jobs 2`` runs two at a time): the ratio itself.
 
-The states ``hooks1`` and ``hooks6`` leave netguard out and load a plugin of no-op
-``tryfirst`` hook implementations instead (one call per test; the six calls per test of
-strict mode's phase hooks): what pytest's hook dispatch costs any per-phase guard, before
-it does anything. The bytecode caches are warmed by one untimed run of each state first,
+The states ``hooks1``, ``hooks6`` and ``wrap3`` leave netguard out and load a plugin of
+no-op hook implementations instead (one tryfirst call per test; six, as strict mode's phase
+hooks were until 2026-12-06; the three trylast phase wrappers strict mode has now): what
+pytest's hook dispatch costs any per-phase guard, before it does anything. The bytecode caches are warmed by one untimed run of each state first,
 and every run has ``PYTHONHASHSEED=0`` (a random seed moves the per-test counts by several
 thousand instructions between runs) and, where ``setarch -R`` exists, no address-space
 randomisation: a run's count is then exactly reproducible. It is still not a smooth
@@ -56,11 +56,13 @@ STATES = {
     "strict": ("--netguard-mode=strict",),
     "warn": ("--netguard-mode=warn",),
     # What pluggy's dispatch alone costs, netguard not loaded: a plugin with one no-op
-    # tryfirst pytest_runtest_setup (one call per test), and one with the four no-op
-    # tryfirst phase hooks strict mode registers (setup, call, teardown, and makereport
-    # once per phase: six calls per test).
+    # tryfirst pytest_runtest_setup (one call per test); one with no-op tryfirst hooks
+    # for setup, call, teardown and makereport (six calls per test: strict mode's phase
+    # hooks until 2026-12-06); and one with the three no-op trylast phase wrappers strict
+    # mode has now.
     "hooks1": ("-p", "no:netguard", "-p", "_ng_noop_hooks1"),
     "hooks6": ("-p", "no:netguard", "-p", "_ng_noop_hooks6"),
+    "wrap3": ("-p", "no:netguard", "-p", "_ng_noop_wrap3"),
 }
 
 _NOOP_PHASES = {
@@ -72,16 +74,21 @@ _NOOP_PHASES = {
 
 
 def write_noop_plugins(directory: str) -> None:
-    """The plugin modules of the ``hooks1`` and ``hooks6`` states, in ``directory``."""
-    for name, phases in (("_ng_noop_hooks1", ["setup"]), ("_ng_noop_hooks6", _NOOP_PHASES)):
+    """The plugin modules of the ``hooks1``, ``hooks6`` and ``wrap3`` states, in
+    ``directory``."""
+    plain = (("_ng_noop_hooks1", ["setup"]), ("_ng_noop_hooks6", list(_NOOP_PHASES)))
+    for name, phases in (*plain, ("_ng_noop_wrap3", ["setup", "call", "teardown"])):
+        wrapper = name == "_ng_noop_wrap3"
         lines = ["import pytest", "", "", "class NoOp:"]
         for phase in phases:
-            lines += [
-                "    @pytest.hookimpl(tryfirst=True)",
-                f"    def pytest_runtest_{phase}(self, {_NOOP_PHASES[phase]}):",
-                "        pass",
-                "",
-            ]
+            signature = f"    def pytest_runtest_{phase}(self, {_NOOP_PHASES[phase]}):"
+            if wrapper:  # the shape of strict mode's: an except clause around the yield
+                body = ["        try:", "            return (yield)", "        except BaseException:"]
+                body += ["            raise"]
+                lines += ["    @pytest.hookimpl(wrapper=True, trylast=True)", signature, *body]
+            else:
+                lines += ["    @pytest.hookimpl(tryfirst=True)", signature, "        pass"]
+            lines.append("")
         lines += [
             "",
             "def pytest_configure(config):",

@@ -1532,15 +1532,18 @@ static PyMethodDef hook_dns_defs[5] = {
 static int
 audit_hook(const char *event, PyObject *args, void *Py_UNUSED(data))
 {
+    /* Every audit event of the process comes here once the hook is added: a test's
+       fixtures, attribute reads and imports raise a dozen or more each. Turn away those
+       not about sockets at their first byte, before anything else is read. */
+    if (event[0] != 's' || strncmp(event, "socket.", 7) != 0) {
+        return 0;
+    }
     ng_state *st = g_state;
     if (st == NULL || !st->strict || st->active == NULL) {
         return 0;
     }
     if (st->in_hook != NULL && st->in_hook == PyThreadState_Get()) {
         return 0; /* a hook of ours is calling the original: already judged */
-    }
-    if (strncmp(event, "socket.", 7) != 0) {
-        return 0;
     }
     /* the events of the calls that reach the network, by name after "socket." */
     static const struct {

@@ -572,6 +572,40 @@ def test_outside_destinations_by_size_and_rule(pytester: pytest.Pytester) -> Non
     }
 
 
+@pytest.mark.skipif(
+    int(pytest.__version__.split(".")[0]) < 9, reason="pytest's subtests came with pytest 9"
+)
+def test_native_mode_holds_after_a_subtest(pytester: pytest.Pytester) -> None:
+    # a subtest's report comes in the middle of the call phase: C code and children stay
+    # under the test's policy after it
+    inner = OUTSIDE.split("def test_small")[0] + """
+def test_after_a_subtest(subtests):
+    with subtests.test(msg="first"):
+        pass
+    assert libc_udp("192.0.2.2") == errno.EACCES
+    assert child_udp("198.51.100.2", env={}) == errno.EACCES
+"""
+    pytester.makepyfile(test_sub=inner)
+    report = pytester.path / "report.json"
+    result = run_in_netns(
+        pytester,
+        "--netguard-mode=strict",
+        "--netguard-native",
+        f"--netguard-report={report}",
+        "-rA",
+    )
+    result.stdout.fnmatch_lines(["FAILED test_sub.py::test_after_a_subtest*"])
+    blocked = {
+        (e["test"].rpartition("::")[2], e["phase"], e["destination"], e["origin"])
+        for e in _report(report)
+        if e["verdict"] == "blocked"
+    }
+    assert blocked == {
+        ("test_after_a_subtest", "call", "192.0.2.2:53", "native"),
+        ("test_after_a_subtest", "call", "198.51.100.2:53", "child"),
+    }
+
+
 def test_outside_destination_in_warn_mode(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         test_warn=OUTSIDE.replace("== errno.EACCES", "== errno.ENETUNREACH").split(

@@ -189,6 +189,67 @@ def test_fixture_phases_are_attributed(pytester: pytest.Pytester) -> None:
     )
 
 
+@pytest.mark.skipif(
+    int(pytest.__version__.split(".")[0]) < 9, reason="pytest's subtests came with pytest 9"
+)
+def test_subtests_leave_the_guard_in_place(pytester: pytest.Pytester) -> None:
+    # pytest reports each subtest (the subtests fixture, unittest's subTest) through
+    # pytest_runtest_makereport in the middle of the call phase; the rest of the test is
+    # still the call phase, under the test's guard
+    pytester.makepyfile(
+        helpers=UDP,
+        test_sub="""
+        import unittest
+        import pytest
+        from helpers import udp_connect
+
+        def test_after_a_subtest(subtests):
+            with subtests.test(msg="first"):
+                pass
+            udp_connect("127.0.0.1", 10)
+
+        def test_in_a_later_subtest(subtests):
+            with subtests.test(msg="first"):
+                pass
+            with subtests.test(msg="second"):
+                udp_connect("127.0.0.1", 11)
+
+        class TestCase(unittest.TestCase):
+            def test_after_a_unittest_subtest(self):
+                with self.subTest(n=1):
+                    pass
+                udp_connect("127.0.0.1", 12)
+
+        @pytest.mark.medium
+        def test_medium_after_a_subtest(subtests):
+            with subtests.test(msg="first"):
+                pass
+            udp_connect("127.0.0.1", 13)
+        """,
+    )
+    result = run(pytester, "--netguard-mode=strict", "-rA")
+    result.stdout.fnmatch_lines_random(
+        [
+            "FAILED test_sub.py::test_after_a_subtest - netguard.NetworkViolationError*",
+            # the subtest fails with the violation, and so does its test, as pytest fails
+            # a test with a failed subtest
+            "SUBFAILED*second* test_sub.py::test_in_a_later_subtest - netguard.Network*",
+            "FAILED test_sub.py::test_in_a_later_subtest - netguard.NetworkViolationError*",
+            "FAILED test_sub.py::TestCase::test_after_a_unittest_subtest - netguard.Netw*",
+            "PASSED test_sub.py::test_medium_after_a_subtest",
+        ]
+    )
+    result.stdout.fnmatch_lines_random(
+        [
+            "*netguard blocked connect to 127.0.0.1:10",
+            "*netguard blocked connect to 127.0.0.1:11",
+            "*netguard blocked connect to 127.0.0.1:12",
+            "*test: test_sub.py::test_after_a_subtest (size small, phase call)",
+        ]
+    )
+    assert "127.0.0.1:13" not in result.stdout.str()
+
+
 def test_session_fixture_set_up_by_a_small_test_is_blocked(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         helpers=UDP,
@@ -758,8 +819,9 @@ def test_socketpair_fallback_is_exempt(pytester: pytest.Pytester) -> None:
 
 @pytest.mark.parametrize("how", ["pytest.exit('stop')", "raise KeyboardInterrupt"])
 def test_a_phase_cut_short_leaves_the_guard(pytester: pytest.Pytester, how: str) -> None:
-    # pytest.exit() and KeyboardInterrupt skip the phase's report, where the guard is
-    # left: unconfigure still leaves it, and the session ends cleanly, hooks uninstalled.
+    # pytest.exit() and KeyboardInterrupt end the run in the middle of a phase: the
+    # phase's wrapper leaves the guard on its way out, and the session ends cleanly,
+    # hooks uninstalled.
     pytester.makepyfile(
         test_cut=f"""
         import pytest

@@ -196,10 +196,14 @@ class Guard:
     # of each phase through the implementation's base switch (aim_base() below), setting
     # ``phase``; ``with`` enters a guard once.
 
-    def _aim(self, policy: Policy | None, test: str | None, size: str | None) -> None:
-        """Point this (inactive) guard at another policy and test: the plugin re-aims its
-        one guard when a new test starts (in warn mode with a new set of destinations
-        warned about: one warning per test and destination)."""
+    def _aim(
+        self, policy: Policy | None, test: str | None, size: str | None, item: object, quick: bool
+    ) -> None:
+        """Point this (inactive) guard at another policy and test, and the implementation's
+        base switch at the phases of ``item``, to run under it (see :func:`aim_base`): the
+        plugin re-aims its one guard when a new test starts (in warn mode with a new set of
+        destinations warned about: one warning per test and destination)."""
+        global _fallback_mode
         if self._pushed:
             raise RuntimeError("an active netguard Guard cannot change its policy")
         self.policy = policy
@@ -208,6 +212,9 @@ class Guard:
         self._state = self._activation()
         if self.warned is not None:
             self.warned = set()
+        # aim_base(item, self, quick), inline: this runs once per test
+        _fallback_mode = self.mode
+        _hooks.aim_base(item, self, *self._state, quick)  # type: ignore[union-attr]
 
     def _activation(self) -> tuple[Any, bool]:
         """What entering activates: (compiled policy or None, strict)."""

@@ -7,8 +7,9 @@ otherwise neither this module, nor ``netguard.native``, nor the C module
 
 :class:`NativePhases` is registered as a plugin of its own, next to the session's phase
 hooks (:class:`netguard._session.NetguardSession`), so that the per-test path of a
-session without native mode is exactly what it was. Its hooks are ``tryfirst`` and
-registered after the session's, so they run just before the session's own:
+session without native mode is exactly what it was. Its hooks are ``trylast`` wrappers of
+each phase, as the session's, registered after the session's, so that pluggy runs them
+inside the session's:
 
 - at the entry of each phase (setup, call, teardown): the test's policy is registered
   with ``netguard._native`` (once per distinct policy) and activated for C code in this
@@ -16,8 +17,8 @@ registered after the session's, so they run just before the session's own:
   size, phase, mode, events file) is put into ``os.environ``, where every child process
   finds it; ``netguard._native``'s exec and ``posix_spawn`` hooks give it back to a child
   started with an environment of its own;
-- at the end of each phase (``pytest_runtest_makereport``, before the session ends the
-  phase): the in-process judge is switched off, the records of this process (a ring
+- at the end of each phase (after the phase's implementations, before the session ends
+  the phase): the in-process judge is switched off, the records of this process (a ring
   buffer) and of children (the events file) are drained, and each denied or warned call
   becomes a :class:`~netguard.errors.Violation` of the running phase, with its
   ``origin`` (``"native"`` or ``"child"``): the session's end of phase then fails the
@@ -33,6 +34,7 @@ import os
 import threading
 import time
 import warnings
+from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -122,20 +124,30 @@ class NativePhases:
 
     # ------------------------------------------------------------------ the phases
 
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_setup(self, item: pytest.Item) -> None:
-        self._enter(item, "setup")
+    # One trylast wrapper per phase, as the session's, and registered after it, so that
+    # pluggy runs it inside the session's: it starts after the session's guard did and
+    # ends before it.
 
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_call(self, item: pytest.Item) -> None:
-        self._enter(item, "call")
+    def _phase(self, item: pytest.Item, phase: str) -> Generator[None, object, object]:
+        self._enter(item, phase)
+        try:
+            return (yield)
+        finally:
+            self._leave(item)
 
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_teardown(self, item: pytest.Item) -> None:
-        self._enter(item, "teardown")
+    @pytest.hookimpl(wrapper=True, trylast=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, object, object]:
+        return (yield from self._phase(item, "setup"))
 
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> None:
+    @pytest.hookimpl(wrapper=True, trylast=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, object, object]:
+        return (yield from self._phase(item, "call"))
+
+    @pytest.hookimpl(wrapper=True, trylast=True)
+    def pytest_runtest_teardown(self, item: pytest.Item) -> Generator[None, object, object]:
+        return (yield from self._phase(item, "teardown"))
+
+    def _leave(self, item: pytest.Item) -> None:
         """End the phase for native mode, before the session ends it (and before pytest
         builds its report): what C code and children did becomes the phase's."""
         _native.activate(None)
@@ -146,10 +158,7 @@ class NativePhases:
             self.session._core.mark_base()  # the session's end of the phase reports them
 
     def _enter(self, item: pytest.Item, phase: str) -> None:
-        session = self.session
-        if item is not session._item:
-            session._switch(item)  # the session's own hook will find it done
-        if item is not self._item:
+        if item is not self._item:  # (the session's wrapper has aimed its guard at it)
             self._aim(item)
         os.environ[ENV_PHASE] = phase
         _native.activate(self._index, self.strict)

@@ -23,7 +23,6 @@ import pytest
 
 from netguard._guard import (
     Guard,
-    aim_base,
     exempt_loopback,
     guard,
     install_hooks,
@@ -58,6 +57,32 @@ PHASES = "netguard-phases"  # NetguardSession: the hooks of each test's phases
 NATIVE = "netguard-native"  # netguard._native_phases.NativePhases, in native mode
 REPORTS = "netguard-reports"  # Reports, from the first phase with events
 PLUGIN_NAMES = (REPORTS, NATIVE, PHASES, ENFORCING)
+
+
+def _phase_hook(phase: str) -> Callable[..., Generator[None, object, object]]:
+    """The hook of one phase of each test (see NetguardSession): a trylast wrapper that
+    runs the phase's implementations under the test's guard."""
+
+    @pytest.hookimpl(wrapper=True, trylast=True)
+    def hook(self: NetguardSession, item: pytest.Item) -> Generator[None, object, object]:
+        __tracebackhide__ = True  # the report shows the violation, not this frame
+        self._guard.phase = phase
+        if not self._core.enter_base(item):
+            self._start(item, phase)
+        try:
+            result = yield
+        except BaseException as exc:
+            g = self._core.leave_base()
+            if g is not None:
+                self._end_phase(item, g, exc)
+            raise
+        g = self._core.leave_base()
+        if g is not None:
+            self._end_phase(item, g, None)
+        return result
+
+    hook.__name__ = hook.__qualname__ = f"pytest_runtest_{phase}"
+    return hook
 
 
 class NetguardSession:
@@ -142,7 +167,7 @@ class NetguardSession:
             set_observer(self._observe)
 
     def close(self) -> None:
-        leave_base()  # a phase that never reached its report: pytest.exit(), say
+        leave_base()  # a phase that never ended (the wrappers end every phase they start)
         if self.observing:
             from netguard._observe import set_observer
 
@@ -171,44 +196,21 @@ class NetguardSession:
     # ------------------------------------------------------------------ the phases
 
     # Each phase of a test (setup, call, teardown) runs under the test's guard, made the
-    # base guard (beneath any guard the test enters itself) by a tryfirst implementation
-    # of the phase's hook (after the setup part of every wrapper of the phase, before any
-    # implementation: fixtures, the test) and ended by a tryfirst
-    # pytest_runtest_makereport, which pytest calls as soon as the phase is over, before
-    # it builds the phase's report. The plugin registers this object for these four hooks.
-    # Plain implementations, no wrappers, and as few calls as they can be: they run six
-    # times per test. The guard is aimed at each test once (_switch: the implementation's
-    # base switch, netguard._guard.aim_base); then a clean phase is its name set on the
-    # guard and one call of the implementation each way, enter_base and leave_base (C: a
-    # policy pointer swap each, touching no Python object), and Python runs only for a
-    # new test, a marker problem, observed events or a denied call.
+    # base guard (beneath any guard the test enters itself) for exactly the time pytest's
+    # hook of the phase runs its implementations: fixtures, the test. One trylast wrapper
+    # per phase (_phase_hook), the innermost of the phase's wrappers, enters before its
+    # yield and leaves after it, whether the phase raised or not; pytest's own machinery
+    # (the other wrappers, the report and its hooks) runs outside, between phases. Not
+    # pytest_runtest_makereport: pytest's subtests call that hook in the middle of the call
+    # phase, for each subtest, and the guard would end there. The guard is aimed at each
+    # test once (_switch: the implementation's base switch); then a clean phase is its name
+    # set on the guard and one call of the implementation each way, enter_base and
+    # leave_base (C: a policy pointer swap each, touching no Python object), and Python
+    # runs only for a new test, a marker problem, observed events or a denied call.
 
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_setup(self, item: pytest.Item) -> None:
-        self._guard.phase = "setup"
-        if not self._core.enter_base(item):
-            self._start(item, "setup")
-
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_call(self, item: pytest.Item) -> None:
-        self._guard.phase = "call"
-        if not self._core.enter_base(item):
-            self._start(item, "call")
-
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_teardown(self, item: pytest.Item) -> None:
-        self._guard.phase = "teardown"
-        if not self._core.enter_base(item):
-            self._start(item, "teardown")
-
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> None:
-        """End the phase, before pytest reports it (returns None: pytest's own
-        implementation makes the report)."""
-        __tracebackhide__ = True  # the report shows the violation, not this frame
-        g = self._core.leave_base()
-        if g is not None:
-            self._end_phase(item, call, g)
+    pytest_runtest_setup = _phase_hook("setup")
+    pytest_runtest_call = _phase_hook("call")
+    pytest_runtest_teardown = _phase_hook("teardown")
 
     def _start(self, item: pytest.Item, phase: str) -> None:
         """Start a phase the quick path left to Python: the first of a new test, or one of
@@ -222,7 +224,7 @@ class NetguardSession:
         if self.observing:
             g = self._guard
             self._current = (g.test, phase, g.size, self._info)  # type: ignore[assignment]
-        self._core.start_base()  # (replacing a phase that never reached its report)
+        self._core.start_base()  # (replacing a phase that never ended)
 
     def _switch(self, item: pytest.Item) -> None:
         """Aim the guard at ``item``, whose phases start now: its policy and size, and the
@@ -234,14 +236,14 @@ class NetguardSession:
         else:
             info, size, problem = self._resolve(item)
         self._item, self._info, self._problem = item, info, problem
-        g = self._guard
-        g._aim(info.policy, item.nodeid, size)
-        aim_base(item, g, problem is None and not self.observing)
+        quick = problem is None and not self.observing
+        self._guard._aim(info.policy, item.nodeid, size, item, quick)
 
-    def _end_phase(self, item: pytest.Item, call: pytest.CallInfo[None], g: Guard) -> None:
-        """A phase the quick path left to Python (see :meth:`_start`): keep its violations
-        and observed events for its report (see :meth:`take_report`); in strict mode a
-        violation the phase swallowed becomes the phase's error, so its report fails."""
+    def _end_phase(self, item: pytest.Item, g: Guard, exc: BaseException | None) -> None:
+        """A phase the quick path left to Python (see :meth:`_start`), which ended with
+        ``exc`` (or None): keep its violations and observed events for its report (see
+        :meth:`take_report`); in strict mode a violation the phase swallowed is raised
+        here, and becomes the phase's error."""
         __tracebackhide__ = True
         if self.observing:
             self._current = None
@@ -256,9 +258,7 @@ class NetguardSession:
             # one JUnit XML property per violation (pytest's junitxml reads these)
             item.user_properties.append((f"netguard_{v.slug.lower()}", v.destination))
         try:
-            g._raise_swallowed(None if call.excinfo is None else call.excinfo.value)
-        except NetworkViolationError:
-            call.excinfo = pytest.ExceptionInfo.from_current()
+            g._raise_swallowed(exc)
         finally:
             g.violations = []
             g.escalated = False

@@ -124,7 +124,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(session, PHASES)  # the hooks of each test's phases
     if native is not None:
         config.stash[_NATIVE_PHASES] = native
-        # after the session's: its tryfirst phase hooks run just before the session's
+        # after the session's: its trylast phase wrappers run inside the session's
         config.pluginmanager.register(native, NATIVE)
     if controller:
         enforcing.start_reports()
