@@ -29,7 +29,6 @@ from netguard._guard import (
     leave_base,
     uninstall_hooks,
 )
-from netguard._observe import FAMILIES
 from netguard._report import ALLOWED_ATTR, REPORT_ATTR, SCHEMA, event_dict
 from netguard.config import Settings
 from netguard.errors import NetworkViolationError, Violation, format_destination
@@ -179,7 +178,7 @@ class NetguardSession:
 
     def _resolve(self, item: pytest.Item) -> tuple[CompiledPolicyInfo, str, str | None]:
         """The policy and size of ``item`` from markers that are not simple (see
-        :meth:`_switch`), and the marker problem that fails its setup, if any (its phases
+        :meth:`_start`), and the marker problem that fails its setup, if any (its phases
         then run under the default size): the full path of
         :func:`netguard.policy.resolve_markers`, which also explains every mistake."""
         try:
@@ -203,7 +202,7 @@ class NetguardSession:
     # (the other wrappers, the report and its hooks) runs outside, between phases. Not
     # pytest_runtest_makereport: pytest's subtests call that hook in the middle of the call
     # phase, for each subtest, and the guard would end there. The guard is aimed at each
-    # test once (_switch: the implementation's base switch); then a clean phase is its name
+    # test once (_start: the implementation's base switch); then a clean phase is its name
     # set on the guard and one call of the implementation each way, enter_base and
     # leave_base (C: a policy pointer swap each, touching no Python object), and Python
     # runs only for a new test, a marker problem, observed events or a denied call.
@@ -216,8 +215,19 @@ class NetguardSession:
         """Start a phase the quick path left to Python: the first of a new test, or one of
         a test whose setup fails for a marker problem, or one whose events are observed."""
         if item is not self._item:
-            self._switch(item)
-            if self._core.enter_base(item):
+            # A new test: aim the guard at it (its policy and size, and the marker problem
+            # that fails its setup). One guard serves every test. The common case, no
+            # netguard marker but plain size markers, is a quick scan.
+            size = simple_size(item, self._default_size, self._marker_cache)
+            if size is not None:
+                info, problem = self._plain[size], None
+            else:
+                info, size, problem = self._resolve(item)
+            self._item, self._info, self._problem = item, info, problem
+            quick = problem is None and not self.observing
+            self._guard._aim(info.policy, item.nodeid, size, item, quick)
+            if quick:
+                self._core.start_base()
                 return
         if self._problem is not None and phase == "setup":
             pytest.fail(f"netguard: {self._problem}", pytrace=False)
@@ -225,19 +235,6 @@ class NetguardSession:
             g = self._guard
             self._current = (g.test, phase, g.size, self._info)  # type: ignore[assignment]
         self._core.start_base()  # (replacing a phase that never ended)
-
-    def _switch(self, item: pytest.Item) -> None:
-        """Aim the guard at ``item``, whose phases start now: its policy and size, and the
-        marker problem that fails its setup. One guard serves every test."""
-        # the common case, no netguard marker but plain size markers: a quick scan
-        size = simple_size(item, self._default_size, self._marker_cache)
-        if size is not None:
-            info, problem = self._plain[size], None
-        else:
-            info, size, problem = self._resolve(item)
-        self._item, self._info, self._problem = item, info, problem
-        quick = problem is None and not self.observing
-        self._guard._aim(info.policy, item.nodeid, size, item, quick)
 
     def _end_phase(self, item: pytest.Item, g: Guard, exc: BaseException | None) -> None:
         """A phase the quick path left to Python (see :meth:`_start`), which ended with
@@ -368,6 +365,8 @@ class NetguardSession:
         """The JSON report of ``--netguard-report``."""
         import json
 
+        from netguard._observe import FAMILIES  # (here, as json: only reports need it)
+
         s = self.settings
         native = self.native  # then every event says where it came from
         document = {
@@ -397,6 +396,8 @@ class NetguardSession:
 
     def verbose_table(self) -> list[str]:
         """The ``--netguard-verbose`` table: every event and the rule that allowed it."""
+        from netguard._observe import FAMILIES
+
         rows = [("TEST", "FAMILY", "ADDR:PORT", "STATUS", "RULE")]
         for e in self.all_events():
             rule = e.get("rule") or "-"
@@ -475,7 +476,7 @@ class Reports:
         session = self.session
         if session._pending:
             session.take_report(report)
-        if hasattr(report, REPORT_ATTR) or hasattr(report, ALLOWED_ATTR):
+        if _carries_events(report):
             session.collect_events(report)
 
 
@@ -513,7 +514,7 @@ class Enforcing:
             self.reporting = True
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
-        if hasattr(report, REPORT_ATTR) or hasattr(report, ALLOWED_ATTR):
+        if _carries_events(report):
             self.session.collect_events(report)
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
@@ -530,6 +531,13 @@ class Enforcing:
         if report is None or hasattr(session.config, "workerinput"):
             return  # under pytest-xdist the controller writes the report
         self.session.write_report(str(report))
+
+
+def _carries_events(report: pytest.TestReport | pytest.CollectReport) -> bool:
+    """Whether ``report`` carries netguard's events (a look into its ``__dict__``: a
+    ``hasattr`` that fails raises and catches an AttributeError, once per report)."""
+    attrs = report.__dict__
+    return REPORT_ATTR in attrs or ALLOWED_ATTR in attrs
 
 
 def _origin_fields(e: dict[str, Any]) -> dict[str, Any]:

@@ -678,7 +678,7 @@ def simple_size(item: Any, default: str, cache: MarkerCache | None = None) -> st
     own = _scan(marks) if marks else None
     if own is _COMPLEX:
         return None
-    parent = getattr(item, "parent", None)
+    parent = item.parent
     if cache is None:
         outer = _outer(parent, None)
     elif parent is cache.last_node:
