@@ -25,9 +25,10 @@ five minutes per state on this machine; ``--jobs 2`` runs two at a time): the ra
 The states ``hooks1``, ``hooks6`` and ``wrap3`` leave netguard out and load a plugin of
 no-op hook implementations instead (one tryfirst call per test; six, as strict mode's phase
 hooks were until 2026-12-06; the three trylast phase wrappers strict mode has now): what
-pytest's hook dispatch costs any per-phase guard, before it does anything. The bytecode caches are warmed by one untimed run of each state first,
-and every run has ``PYTHONHASHSEED=0`` (a random seed moves the per-test counts by several
-thousand instructions between runs) and, where ``setarch -R`` exists, no address-space
+pytest's hook dispatch costs any per-phase guard, before it does anything. The bytecode
+caches are warmed by one untimed run of each state first, and every run has
+``PYTHONHASHSEED=0`` (a random seed moves the per-test counts by several thousand
+instructions between runs) and, where ``setarch -R`` exists, no address-space
 randomisation: a run's count is then exactly reproducible. It is still not a smooth
 function of the code: a change anywhere shifts when the garbage collector runs and which
 entries of CPython's type-attribute cache collide, which moves a 400-test run by a few
@@ -83,8 +84,8 @@ def write_noop_plugins(directory: str) -> None:
         for phase in phases:
             signature = f"    def pytest_runtest_{phase}(self, {_NOOP_PHASES[phase]}):"
             if wrapper:  # the shape of strict mode's: an except clause around the yield
-                body = ["        try:", "            return (yield)", "        except BaseException:"]
-                body += ["            raise"]
+                body = ["        try:", "            return (yield)"]
+                body += ["        except BaseException:", "            raise"]
                 lines += ["    @pytest.hookimpl(wrapper=True, trylast=True)", signature, *body]
             else:
                 lines += ["    @pytest.hookimpl(tryfirst=True)", signature, "        pass"]

@@ -209,12 +209,12 @@ class Guard:
         self.policy = policy
         self.test = test
         self.size = size
-        self._state = self._activation()
+        self._state = compiled, strict = self._activation()
         if self.warned is not None:
             self.warned = set()
         # aim_base(item, self, quick), inline: this runs once per test
         _fallback_mode = self.mode
-        _hooks.aim_base(item, self, *self._state, quick)  # type: ignore[union-attr]
+        _hooks.aim_base(item, self, compiled, strict, quick)  # type: ignore[union-attr]
 
     def _activation(self) -> tuple[Any, bool]:
         """What entering activates: (compiled policy or None, strict)."""

@@ -11,12 +11,11 @@ pointer swap in the C core.
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import time
 import types
 from collections import Counter
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator
 from typing import Any
 
 import pytest
@@ -24,14 +23,13 @@ import pytest
 from netguard._guard import (
     Guard,
     exempt_loopback,
-    guard,
     install_hooks,
     leave_base,
     uninstall_hooks,
 )
 from netguard._report import ALLOWED_ATTR, REPORT_ATTR, SCHEMA, event_dict
 from netguard.config import Settings
-from netguard.errors import NetworkViolationError, Violation, format_destination
+from netguard.errors import Violation, format_destination
 from netguard.policy import (
     SIZES,
     CompiledPolicyInfo,
@@ -64,19 +62,20 @@ def _phase_hook(phase: str) -> Callable[..., Generator[None, object, object]]:
 
     @pytest.hookimpl(wrapper=True, trylast=True)
     def hook(self: NetguardSession, item: pytest.Item) -> Generator[None, object, object]:
-        __tracebackhide__ = True  # the report shows the violation, not this frame
         self._guard.phase = phase
         if not self._core.enter_base(item):
             self._start(item, phase)
         try:
             result = yield
         except BaseException as exc:
+            __tracebackhide__ = True  # the report shows the violation, not this frame
             g = self._core.leave_base()
             if g is not None:
                 self._end_phase(item, g, exc)
             raise
         g = self._core.leave_base()
         if g is not None:
+            __tracebackhide__ = True
             self._end_phase(item, g, None)
         return result
 
@@ -270,29 +269,29 @@ class NetguardSession:
             if allowed:
                 setattr(report, ALLOWED_ATTR, allowed)
 
-    @contextlib.contextmanager
-    def collection(self) -> Iterator[list[Violation]]:
-        """Run one collector (importing a test module) under the default size.
-
-        Yields the list the guard records into; the caller attaches what it holds to the
-        collection report, and a violation the module swallowed fails that module's
-        collection rather than the session.
-        """
-        g = guard(
+    def collection(self) -> Guard:
+        """The guard of one collector (importing a test module): the default size,
+        attributed to ``<collection>``. The caller enters it around the collector, takes
+        its violations for the collection report before it exits (a violation the module
+        swallowed fails that module's collection rather than the session), and calls
+        :meth:`collection_done`."""
+        size = self.settings.default_size
+        self._current = (COLLECTION, "collection", size, self.default)
+        return Guard(
             self.default.policy,
             self.settings.mode,
             test=COLLECTION,
-            size=self.settings.default_size,
+            size=size,
             phase="collection",
             warned=self._collection_warned,
         )
-        self._current = (COLLECTION, "collection", self.settings.default_size, self.default)
-        with g:
-            try:
-                yield g.violations
-            finally:
-                g.violations.clear()  # reported through the collection report instead
-                self._current = None
+
+    def collection_done(self, g: Guard) -> list[Violation]:
+        """What the collector's guard ``g`` recorded, taken from it: the collection report
+        carries them instead (see :meth:`collection`)."""
+        violations, g.violations = g.violations, []
+        self._current = None
+        return violations
 
     def collect_events(self, report: pytest.TestReport | pytest.CollectReport) -> None:
         """Take the violations a report carries (this process's, or a worker's)."""
@@ -496,16 +495,20 @@ class Enforcing:
         self, collector: pytest.Collector
     ) -> Generator[None, object, object]:
         session = self.session
-        with session.collection() as violations:
-            report = yield
-            assert isinstance(report, pytest.CollectReport)
-            if violations:
-                setattr(report, REPORT_ATTR, [event_dict(v) for v in violations])
-                if session.settings.mode == "strict" and report.passed:
-                    # the module swallowed the error: its collection fails all the same
-                    report.outcome = "failed"
-                    report.longrepr = session.collection_failure(violations)
-            return report
+        g = session.collection()
+        with g:
+            try:
+                report = yield
+            finally:
+                violations = session.collection_done(g)
+        assert isinstance(report, pytest.CollectReport)
+        if violations:
+            setattr(report, REPORT_ATTR, [event_dict(v) for v in violations])
+            if session.settings.mode == "strict" and report.passed:
+                # the module swallowed the error: its collection fails all the same
+                report.outcome = "failed"
+                report.longrepr = session.collection_failure(violations)
+        return report
 
     def start_reports(self) -> None:
         """Register the hook that puts each phase's events on its report (once)."""
