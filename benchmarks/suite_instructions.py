@@ -4,6 +4,7 @@
     python benchmarks/suite_instructions.py --tests 300 --states none,strict,warn
     python benchmarks/suite_instructions.py --states none,hooks1,wrap3,strict
     python benchmarks/suite_instructions.py --direct --jobs 2     5,000 tests, the ratio itself
+    python benchmarks/suite_instructions.py --direct --jobs 2 --hash-seeds 0,1,2
 
 Wall-clock ratios of whole pytest runs move by several percent from run to run on a
 shared 2-core machine (benchmarks/suite.py quotes their medians and confidence
@@ -34,6 +35,9 @@ function of the code: a change anywhere shifts when the garbage collector runs a
 entries of CPython's type-attribute cache collide, which moves a 400-test run by a few
 million instructions either way. The split of N and 2N tests turns that into about 10k
 per test of uncertainty at the default N; ``--direct`` at 5,000 tests into about 0.2%.
+The hash seed moves a whole run more, up to ~0.4% of the baseline itself (dict layouts,
+and so allocations and collisions): ``--hash-seeds 0,1,2`` counts each state under each
+seed and gives the median of the per-seed ratios.
 Needs valgrind. Only 127.0.0.1 is contacted.
 """
 
@@ -44,6 +48,7 @@ import concurrent.futures
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -157,10 +162,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--jobs", type=int, default=1, help="callgrind runs at a time")
     parser.add_argument("--seed", type=int, default=20240611)
+    parser.add_argument(
+        "--hash-seeds",
+        default="0",
+        help="with --direct: comma list of PYTHONHASHSEED values, each a run per state "
+        "(the seed moves the whole run's count by ~0.4%%: the median ratio over a few "
+        "seeds is the figure to quote)",
+    )
     args = parser.parse_args(argv)
     states = args.states.split(",")
     if "none" not in states or any(s not in STATES for s in states):
         parser.error(f"--states: a comma list of {', '.join(STATES)} including none")
+    try:
+        hash_seeds = [int(x) for x in args.hash_seeds.split(",")]
+    except ValueError:
+        parser.error(f"--hash-seeds: a comma list of integers, not {args.hash_seeds!r}")
+    if not args.direct:
+        hash_seeds = [0]
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed")
     n = args.tests
@@ -185,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
                 capture_output=True,
                 check=True,
             )
-        runs = [(state, size) for state in states for size in sizes]
+        runs = [(state, size, h) for h in hash_seeds for state in states for size in sizes]
         print(
             f"  {len(runs)} runs under callgrind ({', '.join(map(str, sizes))} tests), "
             f"{args.jobs} at a time...",
@@ -200,23 +218,32 @@ def main(argv: list[str] | None = None) -> int:
                     out_dir,
                     modules[: run[1] // per_module],
                     run[0],
-                    env,
+                    {**env, "PYTHONHASHSEED": str(run[2])},
                 )
                 for run in runs
             }
             totals = {run: future.result() for run, future in futures.items()}
     if args.direct:
-        base = totals[("none", args.suite)]
+        print(f"instructions (callgrind), suite of benchmarks/suite.py, {args.suite:,} tests")
         rows = []
         for state in states:
-            total = totals[(state, args.suite)]
-            over = f"{(total - base) / 1e6:+,.1f}M"
-            rows.append([state, f"{total / 1e6:,.1f}M", over, f"{total / base:.4f}"])
-        print(f"instructions (callgrind), suite of benchmarks/suite.py, {args.suite:,} tests")
-        headers = ["state", "total", "vs none", "ratio"]
-        print("\n".join(text_table(headers, rows, right={1, 2, 3})))
+            row = [state]
+            ratios = []
+            for h in hash_seeds:
+                base = totals[("none", args.suite, h)]
+                total = totals[(state, args.suite, h)]
+                ratios.append(total / base)
+                row += [f"{total / 1e6:,.1f}M", f"{(total - base) / 1e6:+,.1f}M"]
+                row.append(f"{total / base:.4f}")
+            rows.append([*row, f"{statistics.median(ratios):.4f}"] if len(hash_seeds) > 1 else row)
+        headers = ["state"]
+        for h in hash_seeds:
+            seed = f" (seed {h})" if len(hash_seeds) > 1 else ""
+            headers += [f"total{seed}", "vs none", "ratio"]
+        headers += ["median ratio"] if len(hash_seeds) > 1 else []
+        print("\n".join(text_table(headers, rows, right=set(range(1, len(headers))))))
         return 0
-    counts = {state: (totals[(state, n)], totals[(state, 2 * n)]) for state in states}
+    counts = {state: (totals[(state, n, 0)], totals[(state, 2 * n, 0)]) for state in states}
     base_small, base_big = counts["none"]
     base_per = (base_big - base_small) / n
     base_fixed = base_small - n * base_per
