@@ -542,8 +542,13 @@ def test_rule(request):
 """
 
 
-def test_outside_destinations_by_size_and_rule(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_outside=OUTSIDE)
+def _blocked_in_netns(
+    pytester: pytest.Pytester, name: str, source: str
+) -> tuple[pytest.RunResult, set[tuple[str, str, str, str]]]:
+    """Run the module ``source`` in strict native mode, in a network namespace of its
+    own: the result, and the blocked events of its JSON report, each as (test, phase,
+    destination, origin)."""
+    pytester.makepyfile(**{name: source})
     report = pytester.path / "report.json"
     result = run_in_netns(
         pytester,
@@ -552,6 +557,16 @@ def test_outside_destinations_by_size_and_rule(pytester: pytest.Pytester) -> Non
         f"--netguard-report={report}",
         "-rA",
     )
+    blocked = {
+        (e["test"].rpartition("::")[2], e["phase"], e["destination"], e["origin"])
+        for e in _report(report)
+        if e["verdict"] == "blocked"
+    }
+    return result, blocked
+
+
+def test_outside_destinations_by_size_and_rule(pytester: pytest.Pytester) -> None:
+    result, blocked = _blocked_in_netns(pytester, "test_outside", OUTSIDE)
     outcomes = result.parseoutcomes()
     assert outcomes == {"failed": 2, "passed": 1}, result.stdout.str()
     result.stdout.fnmatch_lines(
@@ -560,15 +575,10 @@ def test_outside_destinations_by_size_and_rule(pytester: pytest.Pytester) -> Non
             "FAILED test_outside.py::test_rule*",
         ]
     )
-    blocked = {
-        (e["test"].rpartition("::")[2], e["destination"], e["origin"])
-        for e in _report(report)
-        if e["verdict"] == "blocked"
-    }
     assert blocked == {
-        ("test_small", "192.0.2.1:53", "native"),
-        ("test_small", "198.51.100.1:53", "child"),
-        ("test_rule", "203.0.113.8:53", "child"),
+        ("test_small", "call", "192.0.2.1:53", "native"),
+        ("test_small", "call", "198.51.100.1:53", "child"),
+        ("test_rule", "call", "203.0.113.8:53", "child"),
     }
 
 
@@ -585,21 +595,8 @@ def test_after_a_subtest(subtests):
     assert libc_udp("192.0.2.2") == errno.EACCES
     assert child_udp("198.51.100.2", env={}) == errno.EACCES
 """
-    pytester.makepyfile(test_sub=inner)
-    report = pytester.path / "report.json"
-    result = run_in_netns(
-        pytester,
-        "--netguard-mode=strict",
-        "--netguard-native",
-        f"--netguard-report={report}",
-        "-rA",
-    )
+    result, blocked = _blocked_in_netns(pytester, "test_sub", inner)
     result.stdout.fnmatch_lines(["FAILED test_sub.py::test_after_a_subtest*"])
-    blocked = {
-        (e["test"].rpartition("::")[2], e["phase"], e["destination"], e["origin"])
-        for e in _report(report)
-        if e["verdict"] == "blocked"
-    }
     assert blocked == {
         ("test_after_a_subtest", "call", "192.0.2.2:53", "native"),
         ("test_after_a_subtest", "call", "198.51.100.2:53", "child"),
