@@ -399,7 +399,8 @@ def aim_base(item: object, g: Guard, quick: bool) -> None:
     from now on each phase the switch starts makes ``g`` the base guard, beneath every
     guard of the stack, and its policy the base level.
 
-    The pytest plugin's path, once per test: the hooks must be installed
+    The pytest plugin's path, once per test (through :meth:`Guard._aim`, which re-aims
+    the guard too and does this inline): the hooks must be installed
     (:func:`install_hooks`) and ``g`` built by the same implementation. The plugin then
     names the phase (``g.phase``) and starts and ends it with one call of the
     implementation each: ``enter_base(item)``, which starts the phase when ``quick`` (else
