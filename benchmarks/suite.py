@@ -1226,6 +1226,17 @@ def render(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
                 )
     out.append("")
     out.append(status_line(rows))
+    control = next((r for r in rows if r["id"] == "s3"), None)
+    if control is not None:
+        lo, hi = control["ratio"]["ci95_lo"], control["ratio"]["ci95_hi"]
+        noise = STRICT_TARGET - 1
+        if lo < 1 - noise or hi > 1 + noise:
+            out.append(
+                f"note: the control's 95% CI ({lo:.3f}-{hi:.3f}) is wider than "
+                f"+-{noise:.0%}: this machine cannot resolve s1's target in time today; "
+                "count instructions instead (suite_instructions.py --direct --hash-seeds "
+                "0,1,2; benchmarks/README.md)"
+            )
     return "\n".join(out)
 
 
